@@ -197,4 +197,6 @@ def add_self_loops(graph):
         import dgl
 
         return dgl.add_self_loop(graph)
-    return graph.add_self_loops()
+    if "self_loops" not in graph._cache:  # layers ask on every forward pass
+        graph._cache["self_loops"] = graph.add_self_loops()
+    return graph._cache["self_loops"]
