@@ -24,3 +24,7 @@ class GraphError(QgnnError, ValueError):
 
 class CheckpointError(QgnnError):
     """A checkpoint that is missing, corrupt, truncated or not written by qgnn."""
+
+
+class TrainingError(QgnnError):
+    """Training cannot go on (non-finite loss); the message names epoch and tensor."""

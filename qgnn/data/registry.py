@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional
 
 from qgnn.errors import DataError
@@ -31,4 +32,9 @@ def load_dataset(name: str, root: Optional[str] = None, **options):
         raise DataError(
             f"Unknown dataset {name!r}. Known datasets: {', '.join(dataset_names())}."
         )
-    return _READERS[key](key, root, **options)
+    reader = _READERS[key]
+    # Pass each reader only the options it takes (a config carries options for all readers).
+    accepted = inspect.signature(reader).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        options = {k: v for k, v in options.items() if k in accepted}
+    return reader(key, root, **options)

@@ -1,0 +1,209 @@
+"""The training loop: one readable function, settings from the config, nothing global.
+
+``fit`` trains, selects the model on the validation metric, and leaves in ``out_dir``:
+``best.pt`` (the selected model), ``last.pt`` (for ``resume``) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import qgnn
+from qgnn.data import load_dataset
+from qgnn.engine.checkpoint import load_checkpoint, save_checkpoint
+from qgnn.engine.config import Config, config_from_dict
+from qgnn.engine.tasks import make_task
+from qgnn.errors import CheckpointError, ConfigError, TrainingError
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu.")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be cpu or cuda, got {name!r}.")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def dataset_options(cfg: Config) -> dict:
+    return {
+        "normalize_features": cfg.data.normalize_features,
+        "features": cfg.data.features,
+    }
+
+
+def build(cfg: Config, device: torch.device, data_root: Optional[str] = None):
+    """Dataset task and model for ``cfg`` (the same builders serve ``eval.py``)."""
+    dataset = load_dataset(cfg.data.name, data_root or cfg.data.root, **dataset_options(cfg))
+    task = make_task(dataset, device)
+    model = task.build_model(cfg).to(device)
+    return task, model
+
+
+def _better(task, value: float, best: Optional[float]) -> bool:
+    if best is None:
+        return True
+    return value > best if task.higher_is_better else value < best
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = None,
+        resume: bool = False, progress: bool = True) -> dict:
+    """Train ``cfg`` and return the metrics written to ``out_dir/metrics.json``.
+
+    With ``resume=True`` the run continues from ``out_dir/last.pt`` (same config required).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    set_seed(cfg.train.seed)
+    task, model = build(cfg, dev, data_root)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = None
+    if cfg.train.lr_step:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.train.lr_step, cfg.train.lr_gamma)
+    extra_loss = lambda m: torch.zeros((), device=dev)  # noqa: E731
+
+    state = {"best_epoch": None, "best_val": None, "best_scores": None, "epoch_seconds": []}
+    start_epoch = 1
+    if resume:
+        start_epoch, state = _resume(out / "last.pt", cfg, model, optimizer, scheduler, dev)
+
+    def snapshot(name: str, epoch: int) -> None:
+        save_checkpoint(
+            out / name, config=cfg.to_dict(), epoch=epoch, model=model.state_dict(),
+            optimizer=optimizer.state_dict() if name == "last.pt" else None,
+            metrics={"scores": state["best_scores"] if name == "best.pt" else None},
+            extra={
+                "state": {k: v for k, v in state.items()},
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "rng": torch.get_rng_state(),
+            },
+        )
+
+    epoch = start_epoch - 1
+    since_best = 0
+    bar = tqdm(range(start_epoch, cfg.train.epochs + 1), desc=cfg.name, disable=not progress,
+               initial=start_epoch - 1, total=cfg.train.epochs, dynamic_ncols=True)
+    try:
+        for epoch in bar:
+            _sync(dev)
+            t0 = time.perf_counter()
+            loss = task.train_epoch(model, optimizer, extra_loss, cfg.train.grad_clip)
+            if scheduler:
+                scheduler.step()
+            _sync(dev)
+            state["epoch_seconds"].append(time.perf_counter() - t0)
+            scores = task.evaluate(model)
+            if _better(task, scores["val"], state["best_val"]):
+                state.update(best_epoch=epoch, best_val=scores["val"], best_scores=scores)
+                snapshot("best.pt", epoch)
+                since_best = 0
+            else:
+                since_best += 1
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{scores['val']:.2f}",
+                            best=f"{state['best_val']:.2f}@{state['best_epoch']}")
+            if epoch % cfg.train.checkpoint_every == 0:
+                snapshot("last.pt", epoch)
+            if cfg.train.patience is not None and since_best >= cfg.train.patience:
+                break
+    except KeyboardInterrupt:
+        snapshot("last.pt", epoch)
+        _write_json(out / "metrics.json", _metrics(cfg, task, state, dev, epoch, interrupted=True))
+        raise
+    except TrainingError as exc:
+        raise TrainingError(f"epoch {epoch}: {exc} Lower train.lr or add train.grad_clip.") from exc
+    finally:
+        bar.close()
+    snapshot("last.pt", epoch)
+    metrics = _metrics(cfg, task, state, dev, epoch)
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _resume(path: Path, cfg: Config, model, optimizer, scheduler, dev):
+    ckpt = load_checkpoint(path, map_location=dev)
+    if ckpt["config"] != cfg.to_dict():
+        raise CheckpointError(
+            f"cannot resume from {path}: it was written with another config. "
+            "Resume with the same --config and --set options, or start a new --out folder."
+        )
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    extra = ckpt["extra"]
+    if scheduler and extra.get("scheduler"):
+        scheduler.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["rng"])
+    return ckpt["epoch"] + 1, dict(extra["state"])
+
+
+def _metrics(cfg: Config, task, state: dict, dev, epochs_run: int, interrupted: bool = False) -> dict:
+    seconds = state["epoch_seconds"]
+    scores = state["best_scores"] or {}
+    return {
+        "config": cfg.name,
+        "dataset": cfg.data.name,
+        "arch": cfg.model.arch,
+        "seed": cfg.train.seed,
+        "metric": task.metric,
+        "best_epoch": state["best_epoch"],
+        "val_metric": scores.get("val"),
+        "test_metric": scores.get("test"),
+        "train_metric": scores.get("train"),
+        "epochs_run": epochs_run,
+        "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "interrupted": interrupted,
+        "versions": {"qgnn": qgnn.__version__, "torch": str(torch.__version__), "python": platform.python_version()},
+    }
+
+
+def evaluate_checkpoint(path, device: str = "cpu", data_root: Optional[str] = None) -> dict:
+    """Rebuild the model of a checkpoint and recompute its metrics on every split."""
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path} carries an invalid config: {exc}") from exc
+    dev = resolve_device(device)
+    task, model = build(cfg, dev, data_root)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not match its own config's model: {exc}") from exc
+    scores = task.evaluate(model)
+    return {
+        "config": cfg.name,
+        "dataset": cfg.data.name,
+        "arch": cfg.model.arch,
+        "metric": task.metric,
+        "epoch": ckpt["epoch"],
+        "val_metric": scores.get("val"),
+        "test_metric": scores.get("test"),
+        "train_metric": scores.get("train"),
+    }
