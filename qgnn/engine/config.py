@@ -95,7 +95,12 @@ def _coerce(value: Any, tp, key: str):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], key)
+        try:
+            return _coerce(value, args[0], key)
+        except ConfigError:
+            raise ConfigError(
+                f"config key '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
+            ) from None
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} fields, got {value!r}.")
