@@ -1,0 +1,197 @@
+"""Run configs over several seeds and summarise them as a table (mean ± std).
+
+A sweep file (``configs/sweeps/*.yaml``)::
+
+    name: planetoid_fp32
+    seeds: 10                 # or a list: [0, 1, 2]
+    set: [train.epochs=200]   # overrides for every run (optional)
+    configs:
+      - configs/cora_gcn_fp32.yaml
+      - {config: configs/cora_gat_fp32.yaml, set: [train.lr=0.005]}
+
+Each (config, seed) runs ``train.py`` in its own process, ``jobs`` at a time (several
+runs share one GPU or the CPU cores); a run whose ``metrics.json`` already exists is not
+repeated, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from tqdm.auto import tqdm
+
+from qgnn.engine.config import load_config
+from qgnn.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Run:
+    label: str
+    config: str
+    overrides: list
+    seed: int
+    out: Path
+
+    def command(self, device: str, data_root: Optional[str]) -> list:
+        cmd = [sys.executable, str(REPO / "train.py"), "--config", self.config, "--out", str(self.out),
+               "--quiet", "--device", device, "--set", f"train.seed={self.seed}"]
+        for item in self.overrides:
+            cmd += ["--set", item]
+        if data_root:
+            cmd += ["--data-root", data_root]
+        return cmd
+
+
+@dataclass
+class Sweep:
+    name: str
+    seeds: list
+    entries: list = field(default_factory=list)  # (label, config path, overrides)
+
+
+def load_sweep(path: str, extra_overrides: Optional[list] = None) -> Sweep:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep file {path} does not exist; sweeps live in configs/sweeps/.")
+    spec = yaml.safe_load(p.read_text()) or {}
+    unknown = set(spec) - {"name", "seeds", "set", "configs"}
+    if unknown:
+        raise ConfigError(f"unknown sweep key '{sorted(unknown)[0]}'; allowed: name, seeds, set, configs.")
+    seeds = spec.get("seeds", 10)
+    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    common = list(spec.get("set", [])) + list(extra_overrides or [])
+    sweep = Sweep(spec.get("name", p.stem), seeds)
+    for entry in spec.get("configs", []):
+        if isinstance(entry, str):
+            entry = {"config": entry}
+        config = entry["config"]
+        overrides = common + list(entry.get("set", []))
+        cfg = load_config(str(REPO / config) if not Path(config).is_absolute() else config, overrides)
+        sweep.entries.append((entry.get("label", cfg.name), str(REPO / config), overrides))
+    return sweep
+
+
+def run_sweep(sweep: Sweep, out_dir, jobs: int = 1, device: str = "cpu",
+              data_root: Optional[str] = None) -> list:
+    """Run every (config, seed) not yet done; return the list of metrics dicts."""
+    out_dir = Path(out_dir)
+    runs = [Run(label, config, overrides, seed, out_dir / label / f"seed_{seed}")
+            for label, config, overrides in sweep.entries for seed in sweep.seeds]
+    todo = [r for r in runs if not _done(r.out)]
+    env = dict(os.environ)
+    if device == "cpu":
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(jobs, 1))))
+
+    def execute(run: Run) -> tuple:
+        run.out.mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        result = subprocess.run(run.command(device, data_root), capture_output=True, text=True, env=env)
+        (run.out / "log.txt").write_text(result.stdout + result.stderr)
+        return run, result.returncode, time.time() - start
+
+    failures = []
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        for run, code, _ in tqdm(pool.map(execute, todo), total=len(todo), desc=sweep.name):
+            if code != 0:
+                failures.append(f"{run.label} seed {run.seed} (exit {code}; see {run.out / 'log.txt'})")
+    if failures:
+        raise RuntimeError("sweep runs failed:\n  " + "\n  ".join(failures))
+    return [dict(json.loads((r.out / "metrics.json").read_text()), label=r.label) for r in runs]
+
+
+def _done(out: Path) -> bool:
+    path = out / "metrics.json"
+    if not path.is_file():
+        return False
+    try:
+        return not json.loads(path.read_text()).get("interrupted", False)
+    except json.JSONDecodeError:
+        return False
+
+
+def summarise(results: list) -> list:
+    """Group by label: mean and sample std of the test and validation metrics."""
+    rows = {}
+    for r in results:
+        rows.setdefault(r["label"], []).append(r)
+    table = []
+    for label, group in rows.items():
+        test = [g["test_metric"] for g in group]
+        val = [g["val_metric"] for g in group]
+        secs = [g["seconds_per_epoch"] for g in group]
+        first = group[0]
+        row = {
+            "label": label,
+            "dataset": first["dataset"],
+            "arch": first["arch"],
+            "metric": first["metric"],
+            "seeds": len(group),
+            "test_mean": statistics.fmean(test),
+            "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+            "val_mean": statistics.fmean(val),
+            "seconds_per_epoch": statistics.median(secs),
+            "device": first["device"],
+        }
+        for key in ("method", "bits", "avg_bits", "compression", "prompt"):
+            if key in first:
+                row[key] = first[key]
+        table.append(row)
+    return table
+
+
+def markdown(table: list) -> str:
+    extra = [k for k in ("method", "bits", "prompt", "avg_bits", "compression") if any(k in r for r in table)]
+    head = ["config", "dataset", "arch", *extra, "test (mean ± std)", "val (mean)", "seeds", "s/epoch", "device"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        cells = [r["label"], r["dataset"], r["arch"], *[_fmt(r.get(k, "")) for k in extra],
+                 f"{r['test_mean']:.2f} ± {r['test_std']:.2f}", f"{r['val_mean']:.2f}", str(r["seeds"]),
+                 f"{r['seconds_per_epoch']:.4f}", r["device"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from qgnn.engine.cli import _run
+
+    parser = argparse.ArgumentParser(description="Run a sweep of configs x seeds and print a table.")
+    parser.add_argument("--sweep", required=True, help="a sweep file, e.g. configs/sweeps/planetoid_fp32.yaml")
+    parser.add_argument("--out", help="output folder (default runs/sweeps/<name>)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--data-root")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--table", help="also write the markdown table and JSON summary here (.md)")
+    args = parser.parse_args(argv)
+
+    def go(_):
+        sweep = load_sweep(args.sweep, args.overrides)
+        out = args.out or f"runs/sweeps/{sweep.name}"
+        table = summarise(run_sweep(sweep, out, args.jobs, args.device, args.data_root))
+        text = markdown(table)
+        print(text)
+        if args.table:
+            Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.table).write_text(text)
+            Path(args.table).with_suffix(".json").write_text(json.dumps(table, indent=2) + "\n")
+        return 0
+
+    return _run(go, argv)
