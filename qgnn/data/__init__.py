@@ -11,6 +11,10 @@ from qgnn.data.registry import dataset_names, load_dataset, register
 
 # Importing a reader module registers its datasets.
 from qgnn.data import planetoid  # noqa: F401,E402
+from qgnn.data import reddit  # noqa: F401,E402
+from qgnn.data import zinc  # noqa: F401,E402
+from qgnn.data import superpixels  # noqa: F401,E402
+from qgnn.data import ogb  # noqa: F401,E402
 
 __all__ = [
     "GraphDataset",
