@@ -77,7 +77,7 @@ def _check_small(ds):
 # ---------------------------------------------------------------------------- real data
 @pytest.fixture(scope="module")
 def real(data_root):
-    from conftest import need_files
+    from tests.conftest import need_files
 
     need_files(data_root, ZIP)
     return reddit.load_reddit_binary(root=str(data_root), download=False)

@@ -60,7 +60,7 @@ def _check_bonds_follow_csr(sample, smiles, kekulize=True):
 # ---------------------------------------------------------------------------- real data
 @pytest.fixture(scope="module")
 def real(data_root):
-    from conftest import need_files
+    from tests.conftest import need_files
 
     need_files(data_root, *RAW)
     return zinc.load_zinc(root=str(data_root), download=False)

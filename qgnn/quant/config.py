@@ -1,0 +1,287 @@
+"""Quantization settings: one dataclass per framework, gathered in :class:`QuantConfig`.
+
+Defaults follow DESIGN §3. ``None`` means "the framework's default for these bits", resolved
+by the ``resolved_*`` methods. :meth:`QuantConfig.from_dict` builds and validates a config
+from the ``quant:`` section of a YAML file; every mistake raises
+:class:`~qgnn.errors.ConfigError` naming the key and the allowed values.
+
+Example::
+
+    >>> from qgnn.quant.config import QuantConfig
+    >>> cfg = QuantConfig.from_dict({"method": "dq", "weight_bits": 4, "act_bits": 4})
+    >>> cfg.dq_protection()
+    (0.1, 0.1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from qgnn.errors import ConfigError
+
+METHODS = ("fp32", "qat", "dq", "a2q", "mixq")
+EDGE_MASKS = ("source", "none")
+A2Q_NODE_MODES = ("auto", "per_node", "bank")
+MIXQ_BASES = ("qat", "dq")
+MAX_BITS = 16
+
+
+@dataclass
+class QATOptions:
+    """Vanilla QAT. ``momentum``: weight of each batch in the running min/max."""
+
+    momentum: float = 0.01
+
+
+@dataclass
+class DQOptions:
+    """Degree-Quant.
+
+    Attributes:
+        p_low, change: ``p_i = p_low + change * CDF(in_degree_i)``; ``None`` gives
+            (0, 0.1) at 8 or more activation bits and (0.1, 0.1) below.
+        percentile: tail fraction clipped from each side of the activation range; ``None``
+            gives 0.001 (0.1%) at 8 or more bits, 0.01 (1%) below.
+        sample_size: tensors larger than this are summarised by a random sample.
+        momentum: running average of the percentile ranges.
+        edge_mask: ``"source"``: edge tensors take their source node's mask;
+            ``"none"``: edge tensors are always quantized.
+    """
+
+    p_low: Optional[float] = None
+    change: Optional[float] = None
+    percentile: Optional[float] = None
+    sample_size: int = 65536
+    momentum: float = 0.01
+    edge_mask: str = "source"
+
+
+@dataclass
+class A2QOptions:
+    """A2Q.
+
+    Attributes:
+        init_bits: starting bit width of the node features (``None``: ``act_bits`` or 4).
+        min_bits, max_bits: range of the learnable bit widths.
+        penalty: ``a`` in ``a * relu(M - M_target)**2`` (M in KB).
+        memory_target_kb: ``M_target``; ``None`` derives it from ``target_bits``.
+        target_bits: ``M_target`` = the feature memory at this average bit width.
+        bank_size: rows of the (step, bits) bank used for unseen nodes.
+        node_mode: ``"per_node"`` (fixed node set), ``"bank"`` (graph tasks) or ``"auto"``
+            (bank for a :class:`~qgnn.nn.GraphPredictor`, per node otherwise).
+    """
+
+    init_bits: Optional[float] = None
+    min_bits: int = 1
+    max_bits: int = 8
+    penalty: float = 1e-4
+    memory_target_kb: Optional[float] = None
+    target_bits: float = 4.0
+    bank_size: int = 1000
+    node_mode: str = "auto"
+
+
+@dataclass
+class MixQOptions:
+    """MixQ.
+
+    Attributes:
+        bits: candidate widths of every component.
+        memory_weight: ``lambda`` in ``loss + lambda * expected memory (KB)``.
+        search_epochs: epochs of relaxed search before the widths are fixed.
+        base: parts used for each candidate and for retraining: ``"qat"`` or ``"dq"``.
+        reinit: re-initialise the model's weights when the widths are fixed.
+    """
+
+    bits: tuple = (2, 4, 8)
+    memory_weight: float = 1e-4
+    search_epochs: int = 50
+    base: str = "qat"
+    reinit: bool = False
+
+
+@dataclass
+class QuantConfig:
+    """Which framework and bits; per-framework options in their own sections.
+
+    Attributes:
+        method: ``"fp32"``, ``"qat"``, ``"dq"``, ``"a2q"`` or ``"mixq"``.
+        weight_bits: weight bits (``None``: 8, or 4 for A2Q, whose weights and linear
+            outputs use a fixed width). Ignored by fp32 and MixQ (which searches).
+        act_bits: activation bits (``None``: 8; A2Q's starting width 4).
+    """
+
+    method: str = "fp32"
+    weight_bits: Optional[int] = None
+    act_bits: Optional[int] = None
+    qat: QATOptions = field(default_factory=QATOptions)
+    dq: DQOptions = field(default_factory=DQOptions)
+    a2q: A2QOptions = field(default_factory=A2QOptions)
+    mixq: MixQOptions = field(default_factory=MixQOptions)
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ resolved values
+    def resolved_weight_bits(self) -> int:
+        if self.weight_bits is not None:
+            return self.weight_bits
+        return 4 if self.method == "a2q" else 8
+
+    def resolved_act_bits(self) -> int:
+        if self.act_bits is not None:
+            return self.act_bits
+        return 4 if self.method == "a2q" else 8
+
+    def dq_protection(self, bits: Optional[int] = None) -> tuple[float, float]:
+        """``(p_low, change)`` for activations of ``bits`` (default ``act_bits``)."""
+        bits = self.resolved_act_bits() if bits is None else bits
+        p_low, change = (0.0, 0.1) if bits >= 8 else (0.1, 0.1)
+        return (p_low if self.dq.p_low is None else self.dq.p_low,
+                change if self.dq.change is None else self.dq.change)
+
+    def dq_percentile(self, bits: Optional[int] = None) -> float:
+        bits = self.resolved_act_bits() if bits is None else bits
+        if self.dq.percentile is not None:
+            return self.dq.percentile
+        return 0.001 if bits >= 8 else 0.01
+
+    def a2q_init_bits(self) -> float:
+        if self.a2q.init_bits is not None:
+            return float(self.a2q.init_bits)
+        return float(self.resolved_act_bits())
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        _choice("quant.method", self.method, METHODS)
+        for key in ("weight_bits", "act_bits"):
+            value = getattr(self, key)
+            if value is not None:
+                _int_in(f"quant.{key}", value, 1, MAX_BITS)
+        _number_in("quant.qat.momentum", self.qat.momentum, 0.0, 1.0, low_open=True)
+
+        dq = self.dq
+        for key in ("p_low", "change"):
+            if getattr(dq, key) is not None:
+                _number_in(f"quant.dq.{key}", getattr(dq, key), 0.0, 1.0)
+        p_low, change = self.dq_protection()
+        if p_low + change > 1.0:
+            raise ConfigError(
+                f"quant.dq.p_low + quant.dq.change = {p_low + change} exceeds 1; the "
+                "protection probability p_low + change * CDF(degree) must stay in [0, 1]."
+            )
+        if dq.percentile is not None:
+            _number_in("quant.dq.percentile", dq.percentile, 0.0, 0.5, high_open=True)
+        _int_in("quant.dq.sample_size", dq.sample_size, 1, None)
+        _number_in("quant.dq.momentum", dq.momentum, 0.0, 1.0, low_open=True)
+        _choice("quant.dq.edge_mask", dq.edge_mask, EDGE_MASKS)
+
+        a2q = self.a2q
+        _int_in("quant.a2q.min_bits", a2q.min_bits, 1, MAX_BITS)
+        _int_in("quant.a2q.max_bits", a2q.max_bits, a2q.min_bits, MAX_BITS)
+        if a2q.init_bits is not None:
+            _number_in("quant.a2q.init_bits", a2q.init_bits, a2q.min_bits, a2q.max_bits)
+        elif self.method == "a2q":
+            _number_in("quant.act_bits (A2Q's starting width)", self.a2q_init_bits(),
+                       a2q.min_bits, a2q.max_bits)
+        _number_in("quant.a2q.penalty", a2q.penalty, 0.0, None)
+        if a2q.memory_target_kb is not None:
+            _number_in("quant.a2q.memory_target_kb", a2q.memory_target_kb, 0.0, None)
+        _number_in("quant.a2q.target_bits", a2q.target_bits, 0.0, MAX_BITS)
+        _int_in("quant.a2q.bank_size", a2q.bank_size, 1, None)
+        _choice("quant.a2q.node_mode", a2q.node_mode, A2Q_NODE_MODES)
+
+        mixq = self.mixq
+        if isinstance(mixq.bits, list):
+            mixq.bits = tuple(mixq.bits)
+        if not isinstance(mixq.bits, tuple) or not mixq.bits:
+            raise ConfigError(
+                f"quant.mixq.bits must be a non-empty list of bit widths, got {mixq.bits!r}."
+            )
+        for b in mixq.bits:
+            _int_in("quant.mixq.bits[]", b, 1, MAX_BITS)
+        if len(set(mixq.bits)) != len(mixq.bits):
+            raise ConfigError(f"quant.mixq.bits has repeated widths: {list(mixq.bits)}.")
+        _number_in("quant.mixq.memory_weight", mixq.memory_weight, 0.0, None)
+        _int_in("quant.mixq.search_epochs", mixq.search_epochs, 0, None)
+        _choice("quant.mixq.base", mixq.base, MIXQ_BASES)
+        if not isinstance(mixq.reinit, bool):
+            raise ConfigError(f"quant.mixq.reinit must be true or false, got {mixq.reinit!r}.")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]], prefix: str = "quant") -> "QuantConfig":
+        """Build from a mapping (a YAML section); unknown keys and misplaced sections fail.
+
+        A per-method section (``qat``, ``dq``, ``a2q``, ``mixq``) is accepted only for the
+        chosen method (and ``dq`` also for MixQ on a DQ base).
+        """
+        data = dict(data or {})
+        sections = {"qat": QATOptions, "dq": DQOptions, "a2q": A2QOptions, "mixq": MixQOptions}
+        top = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(top))
+        if unknown:
+            raise ConfigError(f"unknown key {prefix}.{unknown[0]}; allowed keys: {', '.join(top)}.")
+        method = data.get("method", "fp32")
+        _choice(f"{prefix}.method", method, METHODS)
+        base = (data.get("mixq") or {}).get("base", "qat") if isinstance(data.get("mixq"), Mapping) else "qat"
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in sections:
+                kwargs[key] = value
+                continue
+            used = key == method or (key == "dq" and method == "mixq" and base == "dq")
+            if not used:
+                raise ConfigError(
+                    f"{prefix}.{key} is set but {prefix}.method is {method!r}; remove the "
+                    f"section or set {prefix}.method: {key}."
+                )
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}.{key} must be a mapping of options, got {value!r}.")
+            allowed = [f.name for f in dataclasses.fields(sections[key])]
+            bad = sorted(set(value) - set(allowed))
+            if bad:
+                raise ConfigError(
+                    f"unknown key {prefix}.{key}.{bad[0]}; allowed keys: {', '.join(allowed)}."
+                )
+            kwargs[key] = sections[key](**value)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        """Plain dict with the sections in use (for checkpoints and logs); ``from_dict`` reads it."""
+        full = dataclasses.asdict(self)
+        full["mixq"]["bits"] = list(self.mixq.bits)
+        used = {self.method}
+        if self.method == "mixq" and self.mixq.base == "dq":
+            used.add("dq")
+        return {k: v for k, v in full.items()
+                if k not in ("qat", "dq", "a2q", "mixq") or k in used}
+
+
+# --------------------------------------------------------------------------- checks
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {value!r}.")
+
+
+def _int_in(key: str, value, low: int, high: Optional[int]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}.")
+    if value < low or (high is not None and value > high):
+        span = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"{key} must be in {span}, got {value}.")
+
+
+def _number_in(key: str, value, low: float, high: Optional[float],
+               low_open: bool = False, high_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {value!r}.")
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        span = f"{left}{low}, {high}{right}" if high is not None else f"{'>' if low_open else '>='} {low}"
+        raise ConfigError(f"{key} must be in {span}, got {value}.")

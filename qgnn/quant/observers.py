@@ -1,0 +1,161 @@
+"""Range observers: statistics that choose the ``[min, max]`` a quantizer covers.
+
+An observer is called on (a detached copy of) the tensor being quantized while training and
+keeps its running range in buffers ``min_val`` / ``max_val``, so ranges are saved in the
+state dict. Each observer works per tensor, per row (node / output channel) or per column
+(feature channel); per-group buffers take their shape from the first tensor observed.
+
+- :class:`MinMaxObserver`: momentum average of batch min/max (vanilla QAT, momentum 0.01).
+- :class:`RunningExtremumObserver`: the extremes seen so far.
+- :class:`PercentileObserver`: momentum average of batch percentiles, computed on a random
+  sample for large tensors (Degree-Quant).
+
+Example::
+
+    >>> import torch
+    >>> from qgnn.quant.observers import MinMaxObserver
+    >>> obs = MinMaxObserver(momentum=0.5)
+    >>> obs(torch.tensor([0.0, 2.0])); obs(torch.tensor([-2.0, 4.0]))
+    >>> obs.min_val, obs.max_val
+    (tensor(-1.), tensor(3.))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qgnn.quant import functional as QF
+
+Tensor = torch.Tensor
+
+
+class ResizeOnLoad:
+    """Mixin for modules whose listed tensors take their shape from data.
+
+    ``load_state_dict`` resizes those parameters / buffers to the saved shape first (in
+    place, so a parameter keeps its identity in an optimizer), instead of failing on a shape
+    mismatch between a fresh module and a trained one.
+    """
+
+    _lazy_tensors: tuple[str, ...] = ()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._lazy_tensors:
+            key = prefix + name
+            local = getattr(self, name, None)
+            if key in state_dict and isinstance(local, Tensor) and local.shape != state_dict[key].shape:
+                local.data = local.data.new_empty(state_dict[key].shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class Observer(ResizeOnLoad, nn.Module):
+    """Base class: ``observer(x)`` updates the range; ``min_val`` / ``max_val`` hold it.
+
+    Args:
+        granularity: ``"per_tensor"``, ``"per_row"`` or ``"per_column"`` (see
+            :func:`qgnn.quant.functional.reduce_dims`).
+
+    Buffers: ``min_val``, ``max_val`` (shape ``()`` per tensor, else the group shape) and
+    ``initialized`` (a bool scalar).
+    """
+
+    _lazy_tensors = ("min_val", "max_val")
+
+    def __init__(self, granularity: str = "per_tensor"):
+        super().__init__()
+        if granularity not in QF.GRANULARITIES:
+            raise ValueError(f"granularity must be one of {QF.GRANULARITIES}, got {granularity!r}.")
+        self.granularity = granularity
+        self.register_buffer("min_val", torch.zeros(()))
+        self.register_buffer("max_val", torch.zeros(()))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def batch_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(min, max)`` of this batch, per group."""
+        dims = QF.reduce_dims(x, self.granularity)
+        return x.amin(dim=dims), x.amax(dim=dims)
+
+    def combine(self, lo: Tensor, hi: Tensor) -> None:
+        """Fold a batch range into the running range (called once initialized)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> None:
+        if x.numel() == 0:
+            return
+        lo, hi = self.batch_range(x.detach())
+        if not bool(self.initialized) or self.min_val.shape != lo.shape:
+            self.min_val.data = lo.clone()
+            self.max_val.data = hi.clone()
+            self.initialized.fill_(True)
+        else:
+            self.combine(lo, hi)
+
+    def extra_repr(self) -> str:
+        return f"granularity={self.granularity}"
+
+
+class MinMaxObserver(Observer):
+    """Momentum average of the batch min / max: ``r <- (1 - m) r + m r_batch``.
+
+    The first batch sets the range. Args: ``momentum`` (default 0.01), ``granularity``.
+    """
+
+    def __init__(self, momentum: float = 0.01, granularity: str = "per_tensor"):
+        super().__init__(granularity)
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}.")
+        self.momentum = momentum
+
+    def combine(self, lo: Tensor, hi: Tensor) -> None:
+        self.min_val.lerp_(lo, self.momentum)
+        self.max_val.lerp_(hi, self.momentum)
+
+    def extra_repr(self) -> str:
+        return f"momentum={self.momentum}, granularity={self.granularity}"
+
+
+class RunningExtremumObserver(Observer):
+    """The smallest min and largest max seen so far."""
+
+    def combine(self, lo: Tensor, hi: Tensor) -> None:
+        torch.minimum(self.min_val, lo, out=self.min_val)
+        torch.maximum(self.max_val, hi, out=self.max_val)
+
+
+class PercentileObserver(MinMaxObserver):
+    """Momentum average of the batch ``q`` and ``1 - q`` quantiles (per tensor).
+
+    Tensors with more than ``sample_size`` elements are summarised by a uniform random
+    sample (with replacement) of ``sample_size`` elements instead of being sorted whole; the
+    sample quantile's standard error is about ``sqrt(q (1 - q) / sample_size)`` in rank.
+
+    Args:
+        q: lower tail fraction, e.g. 0.001 (0.1%) at INT8, 0.01 (1%) at INT4.
+        sample_size: largest number of elements a quantile is computed on.
+        momentum: as :class:`MinMaxObserver`.
+    """
+
+    def __init__(self, q: float, sample_size: int = 65536, momentum: float = 0.01):
+        super().__init__(momentum, "per_tensor")
+        if not 0.0 <= q < 0.5:
+            raise ValueError(f"percentile fraction must be in [0, 0.5), got {q}.")
+        if sample_size < 1:
+            raise ValueError(f"sample_size must be positive, got {sample_size}.")
+        self.q = q
+        self.sample_size = sample_size
+
+    def batch_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        flat = x.reshape(-1)
+        if flat.numel() > self.sample_size:
+            index = torch.randint(flat.numel(), (self.sample_size,), device=flat.device)
+            flat = flat.index_select(0, index)
+        if self.q == 0.0:
+            return flat.min(), flat.max()
+        probs = torch.tensor([self.q, 1.0 - self.q], dtype=flat.dtype, device=flat.device)
+        lo, hi = torch.quantile(flat.float(), probs.float()).to(flat.dtype)
+        return lo, hi
+
+    def extra_repr(self) -> str:
+        return f"q={self.q}, sample_size={self.sample_size}, momentum={self.momentum}"

@@ -1,0 +1,81 @@
+"""Range observers: momentum min/max, running extremum, sampled percentile."""
+
+import io
+
+import pytest
+import torch
+
+from qgnn.quant.observers import MinMaxObserver, PercentileObserver, RunningExtremumObserver
+
+
+def test_momentum_min_max_hand_computed():
+    obs = MinMaxObserver()  # momentum 0.01
+    obs(torch.tensor([-1.0, 2.0]))
+    assert obs.min_val.item() == -1.0 and obs.max_val.item() == 2.0  # first batch sets it
+    obs(torch.tensor([-3.0, 4.0]))
+    assert obs.min_val.item() == pytest.approx(0.99 * -1.0 + 0.01 * -3.0)
+    assert obs.max_val.item() == pytest.approx(0.99 * 2.0 + 0.01 * 4.0)
+
+
+def test_running_extremum():
+    obs = RunningExtremumObserver()
+    for batch in ([0.0, 1.0], [-2.0, 0.5], [0.1, 0.2]):
+        obs(torch.tensor(batch))
+    assert (obs.min_val.item(), obs.max_val.item()) == (-2.0, 1.0)
+
+
+def test_per_row_and_per_column_shapes():
+    x = torch.tensor([[1.0, -2.0, 3.0], [0.0, 5.0, -1.0]])
+    rows = MinMaxObserver(granularity="per_row")
+    rows(x)
+    assert torch.equal(rows.max_val, torch.tensor([3.0, 5.0]))
+    cols = RunningExtremumObserver(granularity="per_column")
+    cols(x)
+    assert torch.equal(cols.min_val, torch.tensor([0.0, -2.0, -1.0]))
+
+
+def test_percentile_on_a_sample_is_close_to_the_exact_quantile(monkeypatch):
+    torch.manual_seed(0)
+    x = torch.rand(1_000_000)
+    seen_sizes = []
+    real_quantile = torch.quantile
+
+    def spy(inp, *args, **kwargs):
+        seen_sizes.append(inp.numel())
+        return real_quantile(inp, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "quantile", spy)
+    obs = PercentileObserver(q=0.01, sample_size=65536)
+    obs(x)
+    assert seen_sizes == [65536]  # the full tensor is never sorted
+    # uniform(0, 1): true quantiles 0.01 / 0.99; sample standard error ~ 4e-4
+    assert obs.min_val.item() == pytest.approx(0.01, abs=3e-3)
+    assert obs.max_val.item() == pytest.approx(0.99, abs=3e-3)
+
+
+def test_percentile_small_tensor_is_exact():
+    x = torch.arange(1001, dtype=torch.float)  # 0..1000
+    obs = PercentileObserver(q=0.001, sample_size=65536)
+    obs(x)
+    assert obs.min_val.item() == pytest.approx(1.0)
+    assert obs.max_val.item() == pytest.approx(999.0)
+
+
+def test_data_shaped_buffers_round_trip_through_weights_only_load():
+    obs = MinMaxObserver(granularity="per_column")
+    obs(torch.randn(10, 4))
+    buf = io.BytesIO()
+    torch.save(obs.state_dict(), buf)
+    buf.seek(0)
+    fresh = MinMaxObserver(granularity="per_column")
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(fresh.min_val, obs.min_val) and bool(fresh.initialized)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="momentum"):
+        MinMaxObserver(momentum=0.0)
+    with pytest.raises(ValueError, match="granularity"):
+        MinMaxObserver(granularity="per_banana")
+    with pytest.raises(ValueError, match="percentile"):
+        PercentileObserver(q=0.6)
