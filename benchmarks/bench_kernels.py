@@ -1,0 +1,364 @@
+"""Benchmark the fused LoRAP injection and CSR aggregation kernels on one CUDA GPU.
+
+Usage::
+
+    python benchmarks/bench_kernels.py --out kernels.json [--quick]
+
+Measured on one H100 (torch 2.11, triton 3.6) for benchmarks/results/kernels_h100.*.
+Every time is the median of ``triton.testing.do_bench`` after its warm-up; inputs that fit
+in L2 are rotated among several copies so that the numbers are not cache hits. Ratios are
+against baselines timed in the same run and against the floor ``bytes / copy bandwidth``
+(bytes = each input read once + each output written once).
+
+Sections: (a) copy bandwidth; (b) fused LoRAP injection, fwd and fwd+bwd, vs the same maths
+as separate torch ops; (c) CSR aggregation + LoRAP epilogue on a power-law random graph of
+ogbn-arxiv size vs ``torch.sparse.mm`` + fused injection, vs the aggregation alone, and PyG
+``GCNConv`` as a reference; (d) correctness on the GPU against float64, with every output
+element checked as written (outputs NaN-poisoned first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import triton  # noqa: E402
+from triton.testing import do_bench  # noqa: E402
+
+from qgnn.graph.graph import Graph, sparse_csr, symmetrize  # noqa: E402
+from qgnn.kernels import aggregate as agg  # noqa: E402
+from qgnn.kernels import lorap as lk  # noqa: E402
+
+F32 = 4
+RESULTS: dict = {}
+
+
+def bench(fn, warmup=25, rep=100):
+    """Median milliseconds of ``fn``, or the error text if it fails (reported, not fatal)."""
+    try:
+        return do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+    except Exception as exc:  # noqa: BLE001 - e.g. a block config that exceeds shared memory
+        return f"failed: {exc!r}"[:200]
+
+
+def save(path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(RESULTS, indent=1))
+
+
+def ratio(a, b):
+    return a / b if isinstance(a, float) and isinstance(b, float) else None
+
+
+def rotating(make, bytes_per_set: int):
+    """Enough independent input sets that cycling through them defeats the L2 cache."""
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    n = 1 if bytes_per_set > 2 * l2 else min(64, math.ceil(3 * l2 / max(bytes_per_set, 1)))
+    sets = [make() for _ in range(n)]
+    state = {"i": 0}
+
+    def next_set():
+        state["i"] = (state["i"] + 1) % n
+        return sets[state["i"]]
+
+    return next_set, n
+
+
+def rel(a, b) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300)).item()
+
+
+def env_info() -> dict:
+    p = torch.cuda.get_device_properties(0)
+    return {
+        "gpu": p.name,
+        "sms": p.multi_processor_count,
+        "l2_bytes": p.L2_cache_size,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "allow_tf32_default": torch.backends.cuda.matmul.allow_tf32,
+    }
+
+
+# ----------------------------------------------------------------------------- (a)
+def copy_bandwidth() -> float:
+    n = 512 * 2**20 // F32 * 2  # 1 GiB per buffer
+    x = torch.randn(n, device="cuda")
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x))
+    bw = 2 * n * F32 / (ms * 1e-3)
+    RESULTS["copy"] = {"bytes_per_buffer": n * F32, "ms": ms, "GBps": bw / 1e9}
+    print(f"(a) copy: {bw / 1e9:.0f} GB/s (read + write, 1 GiB buffers)")
+    return bw
+
+
+# ----------------------------------------------------------------------------- (b)
+def lorap_params(d, k, r, d_in=None, grad=False):
+    d_in = d_in or d
+    t = [torch.randn(k, d_in, device="cuda") / math.sqrt(d_in), torch.randn(k, device="cuda") * 0.1,
+         torch.randn(k, r, device="cuda") / math.sqrt(k), torch.randn(r, d, device="cuda") * 0.1]
+    return [p.requires_grad_(grad) for p in t]
+
+
+def bench_lorap(copy_bw, n, d=256, k=40, r=2, sweep=False):
+    params = lorap_params(d, k, r)
+    pg = lorap_params(d, k, r, grad=True)
+    next_s, nsets = rotating(lambda: torch.randn(n, d, device="cuda"), n * d * F32 * 2)
+    g = torch.randn(n, d, device="cuda")
+    row = {"N": n, "d": d, "k": k, "r": r, "input_sets": nsets}
+
+    def fused_fwd(**kw):
+        return lambda: lk.lorap_forward_triton(next_s(), *params, **kw)
+
+    def torch_fwd():
+        with torch.no_grad():
+            return lk.lorap_reference(next_s(), *params)
+
+    def fwd_bwd(fn):
+        def run():
+            s = next_s().requires_grad_(True)
+            out = fn(s, *pg)
+            return torch.autograd.grad(out, [s] + pg, g)
+        return run
+
+    variants = {}
+    if sweep:
+        # Tune the forward on this GPU, then measure with the best configuration.
+        for hoist in (True, False):
+            for bm in (16, 32, 64):
+                for nw in (4, 8):
+                    lk.FWD_HOIST_W = hoist
+                    variants[(hoist, bm, nw)] = bench(fused_fwd(block_m=bm, num_warps=nw))
+        ok = {kk: v for kk, v in variants.items() if isinstance(v, float)}
+        best = min(ok, key=ok.get)
+        lk.FWD_HOIST_W, lk.FWD_BLOCK_M, lk.FWD_WARPS = best
+        print(f"    fwd sweep best (hoist, block_m, warps) = {best}: {ok[best] * 1e3:.1f} us")
+        variants = {f"fwd hoist={h} bm={b} w={w}": v for (h, b, w), v in variants.items()}
+        row["chosen_fwd"] = {"hoist_w": best[0], "block_m": best[1], "num_warps": best[2]}
+        row["sweep_ms"] = variants
+
+    row["fused_fwd_ms"] = bench(fused_fwd())
+    row["torch_fwd_ms"] = bench(torch_fwd)
+    row["fused_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_inject))
+    row["torch_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_reference))
+    row["bwd_kernel_ms"] = bench(lambda: lk.lorap_backward_triton(g, next_s(), *params))
+    fwd_bytes, fb_bytes = 2 * n * d * F32, 5 * n * d * F32
+    row["fwd_floor_ms"] = fwd_bytes / copy_bw * 1e3
+    row["fwdbwd_floor_ms"] = fb_bytes / copy_bw * 1e3
+    row["fwd_speedup"] = ratio(row["torch_fwd_ms"], row["fused_fwd_ms"])
+    row["fwdbwd_speedup"] = ratio(row["torch_fwdbwd_ms"], row["fused_fwdbwd_ms"])
+    row["fwd_pct_floor"] = 100 * (ratio(row["fwd_floor_ms"], row["fused_fwd_ms"]) or 0)
+    row["fwdbwd_pct_floor"] = 100 * (ratio(row["fwdbwd_floor_ms"], row["fused_fwdbwd_ms"]) or 0)
+    return row
+
+
+# ----------------------------------------------------------------------------- (c)
+def power_law_graph(n=169_343, m=1_166_243, a=0.65, seed=0):
+    """Chung-Lu-like graph: both endpoints drawn with P(rank i) ~ i^-a, symmetrised."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    w = torch.arange(1, n + 1, dtype=torch.float64, device="cuda").pow(-a)
+    c = torch.cumsum(w, 0)
+    c /= c[-1].clone()
+    draw = lambda: torch.searchsorted(  # noqa: E731
+        c, torch.rand(m, generator=gen, dtype=torch.float64, device="cuda")).clamp(max=n - 1)
+    perm = torch.randperm(n, generator=gen, device="cuda")
+    src, dst = perm[draw()], perm[draw()]
+    keep = src != dst
+    src, dst = symmetrize(src[keep], dst[keep])
+    return Graph.from_edges(src, dst, n)
+
+
+def bench_aggregate(copy_bw, d=256, k=40, r=2, sweep=False):
+    t0 = time.time()
+    base = power_law_graph()
+    graph = base.gcn_norm(add_self_loops=True)
+    build_s = time.time() - t0
+    n, e = graph.num_nodes, graph.num_edges
+    deg = graph.in_degrees()
+    w = graph.edge_weight.float().contiguous()
+    torch.cuda.synchronize()
+    t0 = time.time()
+    plan = agg.CSRPlan(graph.indptr, graph.indices)
+    plan.transposed()
+    torch.cuda.synchronize()
+    plan_s = time.time() - t0
+    info = {"N": n, "E": e, "d": d, "max_in_degree": int(deg.max()),
+            "median_in_degree": float(deg.float().median()), "zero_in_degree": int((deg == 0).sum()),
+            "graph_build_s": build_s, "plan_build_s": plan_s, "segments": plan.num_segments,
+            "pieces": plan.num_pieces, "edge_weight": "gcn_norm with self-loops"}
+    x = torch.randn(n, d, device="cuda")
+    params = lorap_params(d, k, r)
+    adj = sparse_csr(graph.indptr, graph.indices, w, n)
+    times = {}
+    times["agg_lorap_fused"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum", params))
+    times["agg_only"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum"))
+    times["spmm"] = bench(lambda: torch.sparse.mm(adj, x))
+    times["spmm_plus_fused_lorap"] = bench(lambda: lk.lorap_forward_triton(torch.sparse.mm(adj, x), *params))
+    with torch.no_grad():
+        times["spmm_plus_torch_lorap"] = bench(lambda: lk.lorap_reference(torch.sparse.mm(adj, x), *params))
+    # fwd + bwd (grad w.r.t. x and the LoRAP parameters)
+    pg = lorap_params(d, k, r, grad=True)
+    xg = x.clone().requires_grad_(True)
+    g = torch.randn(n, d, device="cuda")
+
+    def fused_fb():
+        out = agg.csr_aggregate_lorap(graph.indptr, graph.indices, w, xg, "sum", *pg, plan=plan)
+        return torch.autograd.grad(out, [xg] + pg, g)
+
+    def spmm_fb():
+        out = lk.lorap_inject(torch.sparse.mm(adj, xg), *pg)
+        return torch.autograd.grad(out, [xg] + pg, g)
+
+    times["agg_lorap_fused_fwdbwd"] = bench(fused_fb)
+    times["spmm_plus_fused_lorap_fwdbwd"] = bench(spmm_fb)
+    try:
+        from torch_geometric.nn import GCNConv
+
+        conv = GCNConv(d, d, cached=True).cuda()
+        edge_index = torch.stack(base.edges())  # GCNConv adds self-loops and normalises
+        with torch.no_grad():
+            conv(x, edge_index)
+            times["pyg_gcnconv_fwd (includes 256x256 linear)"] = bench(lambda: conv(x, edge_index))
+    except Exception as exc:
+        times["pyg_gcnconv_fwd"] = f"unavailable: {exc!r}"[:160]
+    if sweep:
+        sw = {}
+        for ms in (64, 128, 256):
+            p2 = agg.CSRPlan(graph.indptr, graph.indices, ms)
+            for bm, nw in ((16, 4), (16, 8), (32, 8)):
+                key = (ms, bm, nw)
+                sw[key] = (bench(lambda: agg.aggregate_triton(p2, w, x, "sum", params, block_m=bm,
+                                                               num_warps=nw)),
+                           bench(lambda: agg.aggregate_triton(p2, w, x, "sum", block_m=bm,
+                                                               num_warps=nw)))
+        ok = {kk: v[0] for kk, v in sw.items() if isinstance(v[0], float)}
+        best = min(ok, key=ok.get)
+        print(f"    agg sweep best (max_segment, block_m, warps) = {best}: {ok[best] * 1e3:.1f} us")
+        info["sweep_ms"] = {f"seg={a} bm={b} w={c}": {"agg+lorap": v[0], "agg": v[1]}
+                            for (a, b, c), v in sw.items()}
+        info["chosen"] = {"max_segment": best[0], "block_m": best[1], "num_warps": best[2]}
+        agg.MAX_SEGMENT, agg.AGG_BLOCK_M, agg.AGG_WARPS = best
+        plan = agg.CSRPlan(graph.indptr, graph.indices)
+        times["agg_lorap_fused"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum", params))
+        times["agg_only"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum"))
+        times["agg_lorap_fused_fwdbwd"] = bench(fused_fb)
+    # Floor: read x once, each edge's index and weight, write out once.
+    floor_bytes = 2 * n * d * F32 + e * (8 + 4) + n * 8
+    info["floor_ms"] = floor_bytes / copy_bw * 1e3
+    info["times_ms"] = times
+    return info
+
+
+# ----------------------------------------------------------------------------- (d)
+def correctness(n=169_343, d=256, k=40, r=2):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    os.environ["QGNN_KERNEL_POISON"] = "1"  # every kernel output starts as NaN
+    out = {"allow_tf32": False}
+    s = torch.randn(n, d, device="cuda", dtype=torch.float64, requires_grad=True)
+    p64 = [t.double().requires_grad_(True) for t in lorap_params(d, k, r)]
+    ref = lk.lorap_reference(s, *p64)
+    g = torch.randn_like(ref)
+    gref = torch.autograd.grad(ref, [s] + p64, g)
+    f32 = [t.detach().float().requires_grad_(True) for t in [s] + p64]
+    res = lk.lorap_inject(*f32)
+    gres = torch.autograd.grad(res, f32, g.float())
+    names = ["out", "ds", "dW_a", "db_a", "dU", "dV"]
+    out["lorap_rel_err"] = dict(zip(names, [rel(res, ref)] + [rel(a, b) for a, b in zip(gres, gref)]))
+    out["lorap_all_written"] = bool(all(torch.isfinite(t).all() for t in [res, *gres]))
+    graph = power_law_graph(n=20_000, m=150_000, seed=1).gcn_norm()
+    w = graph.edge_weight
+    x = torch.randn(graph.num_nodes, d, device="cuda", dtype=torch.float64, requires_grad=True)
+    q64 = [t.double().requires_grad_(True) for t in lorap_params(d, k, r)]
+    errs = {}
+    written = True
+    for reduce in ("sum", "mean"):
+        ref = agg.csr_aggregate_lorap_reference(graph.indptr, graph.indices, w.double(), x, reduce, *q64)
+        g = torch.randn_like(ref)
+        gref = torch.autograd.grad(ref, [x] + q64, g)
+        f32 = [t.detach().float().requires_grad_(True) for t in [x] + q64]
+        res = agg.aggregate_graph_lorap(graph, f32[0], *f32[1:], reduce=reduce)
+        gres = torch.autograd.grad(res, f32, g.float())
+        errs[reduce] = dict(zip(["out", "dx", "dW_a", "db_a", "dU", "dV"],
+                                [rel(res, ref)] + [rel(a, b) for a, b in zip(gres, gref)]))
+        written &= bool(all(torch.isfinite(t).all() for t in [res, *gres]))
+    out["agg_lorap_rel_err"] = errs
+    out["agg_lorap_all_written"] = written
+    out["agg_graph"] = {"N": graph.num_nodes, "E": graph.num_edges,
+                        "max_in_degree": int(graph.in_degrees().max())}
+    # The same LoRAP check with tf32 dot products, for reference.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    s32 = s.detach().float()
+    res = lk.lorap_inject(s32, *[t.detach().float() for t in p64])
+    out["lorap_rel_err_out_tf32"] = rel(res, lk.lorap_reference(s.detach(), *[t.detach() for t in p64]))
+    os.environ["QGNN_KERNEL_POISON"] = "0"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="JSON file for the results")
+    ap.add_argument("--sweep", action="store_true", help="also time block-size variants")
+    ap.add_argument("--skip-large", action="store_true", help="skip N=2,450,000")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    RESULTS["env"] = env_info()
+    t0 = time.time()
+    try:
+        RESULTS["correctness"] = correctness()
+    except Exception as exc:  # keep timing even if a check cannot run; the error is reported
+        RESULTS["correctness"] = f"failed: {exc!r}"[:300]
+        os.environ["QGNN_KERNEL_POISON"] = "0"
+    save(args.out)
+    print("(d) correctness (tf32 off):", json.dumps(RESULTS["correctness"], indent=1))
+    bw = copy_bandwidth()
+    rows = []
+    for n in (169_343, 2_708) + (() if args.skip_large else (2_450_000,)):
+        rows.append(bench_lorap(bw, n, sweep=args.sweep and n == 169_343))
+        print(f"    lorap N={n} done")
+        RESULTS["lorap"] = rows
+        save(args.out)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    tf = bench_lorap(bw, 169_343)
+    tf["allow_tf32"] = True
+    RESULTS["lorap_tf32"] = tf
+    torch.backends.cuda.matmul.allow_tf32 = False
+    save(args.out)
+    RESULTS["aggregate"] = bench_aggregate(bw, sweep=args.sweep)
+    RESULTS["wall_s"] = time.time() - t0
+    save(args.out)
+
+    print("\n(b) fused LoRAP injection, d=256 k=40 r=2, float32, tf32 off (us; median)")
+    print(f"{'N':>9} | {'fused fwd':>9} {'torch fwd':>9} {'x':>5} {'%floor':>6} | "
+          f"{'fused f+b':>9} {'torch f+b':>9} {'x':>5} {'%floor':>6}")
+    us = lambda v: f"{v * 1e3:9.1f}" if isinstance(v, float) else f"{'fail':>9}"  # noqa: E731
+    num = lambda v, w: f"{v:{w}.2f}" if isinstance(v, float) else f"{'-':>{w}}"  # noqa: E731
+    for r_ in rows + [tf]:
+        tag = " tf32" if r_.get("allow_tf32") else ""
+        print(f"{r_['N']:>9} | {us(r_['fused_fwd_ms'])} {us(r_['torch_fwd_ms'])} "
+              f"{num(r_['fwd_speedup'], 5)} {num(r_['fwd_pct_floor'], 6)} | {us(r_['fused_fwdbwd_ms'])} "
+              f"{us(r_['torch_fwdbwd_ms'])} {num(r_['fwdbwd_speedup'], 5)} "
+              f"{num(r_['fwdbwd_pct_floor'], 6)}{tag}")
+    a = RESULTS["aggregate"]
+    print(f"\n(c) aggregation, power-law graph N={a['N']} E={a['E']} d={a['d']} "
+          f"(max in-degree {a['max_in_degree']}); floor {a['floor_ms'] * 1e3:.1f} us")
+    for kk, v in a["times_ms"].items():
+        print(f"  {kk:45s} " + (f"{v * 1e3:9.1f} us" if isinstance(v, float) else str(v)))
+    print(f"\n(a) copy bandwidth {RESULTS['copy']['GBps']:.0f} GB/s; wall {RESULTS['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""Triton kernels for the LoRAP head and CSR aggregation.
+
+Imported lazily by :mod:`qgnn.kernels.lorap` and :mod:`qgnn.kernels.aggregate` on the first
+Triton call, so that ``TRITON_INTERPRET`` may be set any time before that call. All maths
+is float32 on chip whatever the storage dtype; pointers are row-major contiguous.
+
+Shapes, for a block of ``BLOCK_M`` rows:
+  s / z tile ``(BLOCK_M, BLOCK_D)``; ``W_a^T`` tile ``(BLOCK_DIN, K_PAD)``; scores and
+  alpha ``(BLOCK_M, K_PAD)``; the rank-``R`` product is an unrolled loop over the ``R``
+  columns of ``U`` (``R`` is small, so this beats padding ``R`` to a 16-wide ``tl.dot``).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _load_wt(wa_ptr, D_IN, K, BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr):
+    """``W_a^T`` as a ``(BLOCK_DIN, K_PAD)`` tile, zero-padded (``W_a`` is ``(K, D_IN)``)."""
+    dd = tl.arange(0, BLOCK_DIN)
+    kk = tl.arange(0, K_PAD)
+    mask = (dd[:, None] < D_IN) & (kk[None, :] < K)
+    return tl.load(wa_ptr + kk[None, :] * D_IN + dd[:, None], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _softmax_scores(z, wt, ba_ptr, K, K_PAD: tl.constexpr, PREC: tl.constexpr):
+    """``softmax(z W_a^T + b_a)`` over the first ``K`` of ``K_PAD`` columns: ``(BLOCK_M, K_PAD)``."""
+    kk = tl.arange(0, K_PAD)
+    kmask = kk < K
+    b = tl.load(ba_ptr + kk, mask=kmask, other=0.0).to(tl.float32)
+    scores = tl.dot(z, wt, input_precision=PREC) + b[None, :]
+    scores = tl.where(kmask[None, :], scores, float("-inf"))
+    p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
+    return p / tl.sum(p, axis=1)[:, None]
+
+
+@triton.jit
+def _low_rank(alpha, u_ptr, v_ptr, D, K, R: tl.constexpr, K_PAD: tl.constexpr,
+              BLOCK_D: tl.constexpr):
+    """``(alpha U) V`` as ``(BLOCK_M, BLOCK_D)``, one rank-1 update per column of ``U``."""
+    kk = tl.arange(0, K_PAD)
+    cols = tl.arange(0, BLOCK_D)
+    acc = tl.zeros((alpha.shape[0], BLOCK_D), dtype=tl.float32)
+    for j in tl.static_range(R):
+        u_j = tl.load(u_ptr + kk * R + j, mask=kk < K, other=0.0).to(tl.float32)
+        v_j = tl.load(v_ptr + j * D + cols, mask=cols < D, other=0.0).to(tl.float32)
+        au_j = tl.sum(alpha * u_j[None, :], axis=1)
+        acc += au_j[:, None] * v_j[None, :]
+    return acc
+
+
+# --------------------------------------------------------------------------- LoRAP forward
+@triton.jit
+def lorap_fwd_kernel(
+    s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr,
+    N, D, D_IN, K,
+    SEPARATE_Z: tl.constexpr, R: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr, PREC: tl.constexpr,
+    HOIST_W: tl.constexpr,
+):
+    """``out = s + (softmax(z W_a^T + b_a) U) V``; a persistent grid walks row blocks.
+
+    ``HOIST_W``: load ``W_a^T`` once per program, outside the row loop (saves L1/L2 reads
+    but keeps the tile live in registers / shared memory); otherwise once per block.
+    """
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    if HOIST_W:
+        wt_hoisted = _load_wt(wa_ptr, D_IN, K, BLOCK_DIN, K_PAD)
+    cols = tl.arange(0, BLOCK_D)
+    cin = tl.arange(0, BLOCK_DIN)
+    num_tiles = tl.cdiv(N, BLOCK_M)
+    for tile in range(pid, num_tiles, nprog):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        rmask = rows < N
+        rows64 = rows.to(tl.int64)
+        mask = rmask[:, None] & (cols[None, :] < D)
+        s = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if SEPARATE_Z:
+            zmask = rmask[:, None] & (cin[None, :] < D_IN)
+            z = tl.load(z_ptr + rows64[:, None] * D_IN + cin[None, :], mask=zmask, other=0.0)
+            z = z.to(tl.float32)
+        else:
+            z = s
+        if HOIST_W:
+            wt = wt_hoisted
+        else:
+            wt = _load_wt(wa_ptr, D_IN, K, BLOCK_DIN, K_PAD)
+        alpha = _softmax_scores(z, wt, ba_ptr, K, K_PAD, PREC)
+        out = s + _low_rank(alpha, u_ptr, v_ptr, D, K, R, K_PAD, BLOCK_D)
+        tl.store(out_ptr + rows64[:, None] * D + cols[None, :], out, mask=mask)
+
+
+# --------------------------------------------------------------------------- LoRAP backward
+@triton.jit
+def lorap_bwd_kernel(
+    g_ptr, s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr,
+    ds_ptr, dz_ptr, dwa_part, dba_part, du_part, dv_part,
+    N, D, D_IN, K,
+    SEPARATE_Z: tl.constexpr, R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr, PREC: tl.constexpr,
+):
+    """Gradients of the LoRAP head for ``g = dL/dout``; alpha is recomputed, never stored.
+
+    Per row: ``d(alpha U) = g V^T``, ``d alpha = d(alpha U) U^T``,
+    ``d scores = alpha * (d alpha - <alpha, d alpha>)``, ``dz = d scores W_a``,
+    ``ds = g (+ dz when z is s)``. Parameter gradients (sums over rows) accumulate in
+    registers across this program's row blocks and are written once per program to
+    ``*_part[pid]``; the caller sums the partials (deterministic, no atomics).
+    """
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_D)
+    cin = tl.arange(0, BLOCK_DIN)
+    kk = tl.arange(0, K_PAD)
+    rr = tl.arange(0, R_PAD)
+    dwa_acc = tl.zeros((K_PAD, BLOCK_DIN), dtype=tl.float32)
+    dba_acc = tl.zeros((K_PAD,), dtype=tl.float32)
+    du_acc = tl.zeros((K_PAD, R_PAD), dtype=tl.float32)
+    dv_acc = tl.zeros((R_PAD, BLOCK_D), dtype=tl.float32)
+    num_tiles = tl.cdiv(N, BLOCK_M)
+    for tile in range(pid, num_tiles, nprog):
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        rmask = rows < N
+        rows64 = rows.to(tl.int64)
+        mask = rmask[:, None] & (cols[None, :] < D)
+        offs = rows64[:, None] * D + cols[None, :]
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if SEPARATE_Z:
+            zmask = rmask[:, None] & (cin[None, :] < D_IN)
+            z = tl.load(z_ptr + rows64[:, None] * D_IN + cin[None, :], mask=zmask, other=0.0)
+            z = z.to(tl.float32)
+        else:
+            z = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        # W_a is re-loaded per block (an L1 / L2 hit) rather than hoisted: hoisted, the
+        # shared-memory copies of its two dot operands stay live across the loop and, with
+        # tf32x3's split operands, exceed the 227 KB a block may use on an H100.
+        alpha = _softmax_scores(z, _load_wt(wa_ptr, D_IN, K, BLOCK_DIN, K_PAD), ba_ptr, K, K_PAD, PREC)
+        d_alpha = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
+        for j in tl.static_range(R):
+            u_j = tl.load(u_ptr + kk * R + j, mask=kk < K, other=0.0).to(tl.float32)
+            v_j = tl.load(v_ptr + j * D + cols, mask=cols < D, other=0.0).to(tl.float32)
+            d_au_j = tl.sum(g * v_j[None, :], axis=1)           # (BLOCK_M,)
+            au_j = tl.sum(alpha * u_j[None, :], axis=1)         # (BLOCK_M,)
+            d_alpha += d_au_j[:, None] * u_j[None, :]
+            dv_j = tl.sum(au_j[:, None] * g, axis=0)            # (BLOCK_D,)
+            du_j = tl.sum(alpha * d_au_j[:, None], axis=0)      # (K_PAD,)
+            dv_acc += tl.where(rr[:, None] == j, dv_j[None, :], 0.0)
+            du_acc += tl.where(rr[None, :] == j, du_j[:, None], 0.0)
+        # Rows past N have g = 0, hence d_scores = 0: they add nothing to the sums below.
+        d_scores = alpha * (d_alpha - tl.sum(alpha * d_alpha, axis=1)[:, None])
+        dba_acc += tl.sum(d_scores, axis=0)
+        dwa_acc += tl.dot(tl.trans(d_scores), z, input_precision=PREC)
+        w = tl.load(wa_ptr + kk[:, None] * D_IN + cin[None, :],
+                    mask=(kk[:, None] < K) & (cin[None, :] < D_IN), other=0.0).to(tl.float32)
+        dz = tl.dot(d_scores, w, input_precision=PREC)   # (BLOCK_M, BLOCK_DIN)
+        if SEPARATE_Z:
+            zmask = rmask[:, None] & (cin[None, :] < D_IN)
+            tl.store(dz_ptr + rows64[:, None] * D_IN + cin[None, :], dz, mask=zmask)
+            tl.store(ds_ptr + offs, g, mask=mask)
+        else:
+            tl.store(ds_ptr + offs, g + dz, mask=mask)
+    kmask = kk < K
+    tl.store(dwa_part + pid * K * D_IN + kk[:, None] * D_IN + cin[None, :], dwa_acc,
+             mask=kmask[:, None] & (cin[None, :] < D_IN))
+    tl.store(dba_part + pid * K + kk, dba_acc, mask=kmask)
+    tl.store(du_part + pid * K * R + kk[:, None] * R + rr[None, :], du_acc,
+             mask=kmask[:, None] & (rr[None, :] < R))
+    tl.store(dv_part + pid * R * D + rr[:, None] * D + cols[None, :], dv_acc,
+             mask=(rr[:, None] < R) & (cols[None, :] < D))
+
+
+# --------------------------------------------------------------------------- CSR aggregation
+@triton.jit
+def csr_agg_kernel(
+    x_ptr, indices_ptr, weight_ptr, vstart_ptr, vlen_ptr, vout_ptr, inv_deg_ptr,
+    out_ptr, s_ptr, part_ptr,
+    wa_ptr, ba_ptr, u_ptr, v_ptr,
+    NV, D, K,
+    HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, LORAP: tl.constexpr, STORE_S: tl.constexpr,
+    R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
+    UNROLL: tl.constexpr, PREC: tl.constexpr,
+):
+    """Sum (or mean) of weighted in-neighbour rows for ``BLOCK_M`` *segments* per program.
+
+    A segment is a run of at most ``max_segment`` edges of one destination row (see
+    ``CSRPlan``); segments are sorted by length so a block's rows finish together, and
+    each loop step gathers one neighbour row for every segment of the block
+    (``UNROLL`` steps issued back to back to keep several gathers in flight).
+    ``vout >= 0``: the segment is the whole row ``vout``: finish it (mean, LoRAP epilogue)
+    and write ``out[vout]`` (and ``s[vout]`` when ``STORE_S``). ``vout < 0``: a piece of a
+    long row: write the raw partial sum to ``part[-vout - 1]``; the caller finishes those.
+    """
+    pid = tl.program_id(0)
+    seg = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    smask = seg < NV
+    start = tl.load(vstart_ptr + seg, mask=smask, other=0)
+    length = tl.load(vlen_ptr + seg, mask=smask, other=0)
+    dest = tl.load(vout_ptr + seg, mask=smask, other=0)
+    cols = tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    steps = tl.max(length, axis=0)
+    for e0 in range(0, steps, UNROLL):
+        for u in tl.static_range(UNROLL):
+            live = (e0 + u) < length
+            edge = start + e0 + u
+            src = tl.load(indices_ptr + edge, mask=live, other=0).to(tl.int64)
+            xr = tl.load(x_ptr + src[:, None] * D + cols[None, :],
+                         mask=live[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+            if HAS_WEIGHT:
+                w = tl.load(weight_ptr + edge, mask=live, other=0.0).to(tl.float32)
+                xr = xr * w[:, None]
+            acc += xr
+    whole = smask & (dest >= 0)
+    row = tl.where(whole, dest, 0).to(tl.int64)
+    wmask = whole[:, None] & cmask[None, :]
+    if MEAN:
+        acc = acc * tl.load(inv_deg_ptr + row, mask=whole, other=1.0)[:, None]
+    if STORE_S:
+        tl.store(s_ptr + row[:, None] * D + cols[None, :], acc, mask=wmask)
+    if LORAP:
+        wt = _load_wt(wa_ptr, D, K, BLOCK_D, K_PAD)
+        alpha = _softmax_scores(acc, wt, ba_ptr, K, K_PAD, PREC)
+        res = acc + _low_rank(alpha, u_ptr, v_ptr, D, K, R, K_PAD, BLOCK_D)
+    else:
+        res = acc
+    tl.store(out_ptr + row[:, None] * D + cols[None, :], res, mask=wmask)
+    piece = smask & (dest < 0)
+    slot = tl.where(piece, -dest - 1, 0).to(tl.int64)
+    tl.store(part_ptr + slot[:, None] * D + cols[None, :], acc,
+             mask=piece[:, None] & cmask[None, :])

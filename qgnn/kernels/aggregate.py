@@ -1,0 +1,318 @@
+"""CSR (by destination) aggregation, alone or with a fused LoRAP epilogue.
+
+``out_i = c_i * sum_{e: j -> i} w_e x_j`` with ``c_i = 1`` (``reduce="sum"``) or
+``1 / in_degree_i`` (``"mean"``; rows without in-edges give zeros). The LoRAP variant
+applies ``s_i + (softmax(s_i W_a^T + b_a) U) V`` to each finished row ``s_i`` before writing
+it, so the head costs no extra pass over ``s`` (see :mod:`qgnn.kernels.lorap`).
+
+Shapes: ``indptr`` ``(N + 1,)``, ``indices`` ``(E,)`` (source of each edge, grouped by
+destination), ``edge_weight`` ``(E,)`` or ``None``, ``x`` ``(N, d)``.
+
+The Triton path works on a :class:`CSRPlan`: rows split into segments of at most
+``max_segment`` edges, sorted by length, so that a block of rows finishes together and a
+high-degree row of a power-law graph is spread over many programs instead of serialising
+one. Build the plan once per graph (:func:`graph_plan` caches it on a ``Graph``); it also
+caches the transposed CSR that the backward pass aggregates over.
+Gradients w.r.t. ``edge_weight`` are not supported by the Triton path (it raises); the
+references support them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from qgnn.kernels._common import alloc, dot_precision, use_triton
+from qgnn.kernels.lorap import _check, _next_pow2, lorap_backward_triton, lorap_forward_triton
+from qgnn.kernels.lorap import lorap_reference
+
+Tensor = torch.Tensor
+REDUCES = ("sum", "mean")
+
+# Tunables, chosen on one H100 (benchmarks/bench_kernels.py).
+AGG_BLOCK_M = 16
+AGG_WARPS = 8
+AGG_UNROLL = 2
+AGG_STAGES = 1
+MAX_SEGMENT = 256
+
+
+# ----------------------------------------------------------------------------- references
+def _dst(indptr: Tensor) -> Tensor:
+    n = indptr.numel() - 1
+    return torch.repeat_interleave(torch.arange(n, device=indptr.device), indptr[1:] - indptr[:-1])
+
+
+def csr_aggregate_reference(indptr, indices, edge_weight, x, reduce="sum"):
+    """Torch reference of :func:`csr_aggregate` (differentiable, edge weights included).
+
+    Returns ``(N, d)``.
+    """
+    if reduce not in REDUCES:
+        raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}.")
+    n = indptr.numel() - 1
+    msg = x.index_select(0, indices.long())
+    if edge_weight is not None:
+        msg = msg * edge_weight.unsqueeze(-1).to(msg.dtype)
+    out = msg.new_zeros((n,) + tuple(x.shape[1:])).index_add_(0, _dst(indptr), msg)
+    if reduce == "mean":
+        out = out / (indptr[1:] - indptr[:-1]).clamp(min=1).unsqueeze(-1).to(out.dtype)
+    return out
+
+
+def csr_aggregate_lorap_reference(indptr, indices, edge_weight, x, reduce, weight_a, bias_a, U, V):
+    """Torch reference of :func:`csr_aggregate_lorap`: LoRAP head on the aggregate. ``(N, d)``."""
+    s = csr_aggregate_reference(indptr, indices, edge_weight, x, reduce)
+    return lorap_reference(s, weight_a, bias_a, U, V)
+
+
+# ----------------------------------------------------------------------------- plan
+class CSRPlan:
+    """Segments of a CSR graph for the Triton kernel, and (lazily) its transpose.
+
+    Attributes (all on the graph's device):
+        vstart ``(S,)`` int64, vlen ``(S,)`` int32: first edge and edge count of each
+        segment, sorted by length (longest first); vout ``(S,)`` int32: the destination row
+        of a whole-row segment, or ``-(p + 1)`` for the ``p``-th piece of a long row.
+        heavy_rows ``(H,)``: rows split into pieces; piece_heavy ``(P,)``: which of them
+        each piece belongs to. inv_deg ``(N,)`` float32: ``1 / max(in_degree, 1)``.
+    """
+
+    def __init__(self, indptr: Tensor, indices: Tensor, max_segment: int = MAX_SEGMENT):
+        self.indptr = indptr
+        self.indices = indices
+        self.num_nodes = indptr.numel() - 1
+        self.max_segment = int(max_segment)
+        self._transposed = None
+        dev = indptr.device
+        deg = indptr[1:] - indptr[:-1]
+        self.inv_deg = 1.0 / deg.clamp(min=1).to(torch.float32)
+        pieces = ((deg + self.max_segment - 1) // self.max_segment).clamp(min=1)
+        whole = pieces == 1
+        rows = torch.arange(self.num_nodes, device=dev)
+        self.heavy_rows = rows[~whole]
+        heavy_pieces = pieces[~whole]
+        self.num_pieces = int(heavy_pieces.sum().item()) if self.heavy_rows.numel() else 0
+        self.piece_heavy = torch.repeat_interleave(
+            torch.arange(self.heavy_rows.numel(), device=dev), heavy_pieces
+        )
+        piece_row = self.heavy_rows[self.piece_heavy]
+        first = torch.cumsum(heavy_pieces, 0) - heavy_pieces
+        piece_no = torch.arange(self.num_pieces, device=dev) - first[self.piece_heavy]
+        piece_start = indptr[piece_row] + piece_no * self.max_segment
+        piece_len = torch.minimum(indptr[piece_row + 1] - piece_start,
+                                  torch.full_like(piece_start, self.max_segment))
+        vstart = torch.cat([indptr[:-1][whole], piece_start])
+        vlen = torch.cat([deg[whole], piece_len])
+        vout = torch.cat([rows[whole], -1 - torch.arange(self.num_pieces, device=dev)])
+        order = torch.argsort(vlen, descending=True, stable=True)
+        self.vstart = vstart[order].to(torch.int64).contiguous()
+        self.vlen = vlen[order].to(torch.int32).contiguous()
+        self.vout = vout[order].to(torch.int32).contiguous()
+        self.num_segments = int(self.vstart.numel())
+
+    def transposed(self) -> tuple["CSRPlan", Tensor, Tensor]:
+        """``(plan of the transposed graph, perm, dst)``: transposed edge ``t`` is original
+        edge ``perm[t]``; ``dst`` ``(E,)`` is each original edge's destination. Cached."""
+        if self._transposed is None:
+            dst = _dst(self.indptr)
+            src = self.indices.long()
+            perm = torch.argsort(src, stable=True)
+            counts = torch.bincount(src, minlength=self.num_nodes)
+            indptr_t = torch.zeros(self.num_nodes + 1, dtype=torch.long, device=src.device)
+            indptr_t[1:] = torch.cumsum(counts, 0)
+            plan_t = CSRPlan(indptr_t, dst[perm].contiguous(), self.max_segment)
+            self._transposed = (plan_t, perm, dst)
+        return self._transposed
+
+
+def graph_plan(graph, max_segment: int = MAX_SEGMENT) -> CSRPlan:
+    """The :class:`CSRPlan` of a ``qgnn.graph.Graph``, cached on the graph."""
+    key = ("qgnn.kernels.csr_plan", int(max_segment))
+    if key not in graph._cache:
+        graph._cache[key] = CSRPlan(graph.indptr, graph.indices, max_segment)
+    return graph._cache[key]
+
+
+# ----------------------------------------------------------------------------- Triton launch
+def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, store_s=False,
+                     block_m=None, num_warps=None, unroll=None, num_stages=None):
+    """One aggregation pass, no autograd. Returns ``(out, s)`` (``s`` only with ``store_s``).
+
+    ``lorap`` is ``None`` or ``(weight_a, bias_a, U, V)`` for the fused epilogue. Long rows
+    (split into pieces) are summed from their pieces here and finished with the same
+    LoRAP kernel, so every row gets the identical maths.
+    """
+    from qgnn.kernels import _triton_kernels as tk
+
+    n, d = x.shape
+    f32 = torch.float32
+    out = alloc((n, d), x)
+    s = alloc((n, d), x) if store_s else None
+    part = alloc((max(plan.num_pieces, 1), d), x, f32)
+    k, r = (lorap[2].shape if lorap is not None else (1, 1))
+    wa, ba, U, V = lorap if lorap is not None else (x, x, x, x)
+    block_m = block_m or AGG_BLOCK_M
+    grid = (max(1, -(-plan.num_segments // block_m)),)
+    tk.csr_agg_kernel[grid](
+        x, plan.indices, edge_weight if edge_weight is not None else x,
+        plan.vstart, plan.vlen, plan.vout, plan.inv_deg,
+        out, s if s is not None else out, part,
+        wa, ba, U, V,
+        plan.num_segments, d, k,
+        HAS_WEIGHT=edge_weight is not None, MEAN=reduce == "mean", LORAP=lorap is not None,
+        STORE_S=store_s, R=r, BLOCK_M=block_m, BLOCK_D=max(16, _next_pow2(d)),
+        K_PAD=max(16, _next_pow2(k)), UNROLL=unroll or AGG_UNROLL, PREC=dot_precision(),
+        num_warps=num_warps or AGG_WARPS, num_stages=num_stages or AGG_STAGES,
+    )
+    if plan.num_pieces:
+        rows = plan.heavy_rows
+        hs = torch.zeros((rows.numel(), d), dtype=f32, device=x.device)
+        hs.index_add_(0, plan.piece_heavy, part[: plan.num_pieces])
+        if reduce == "mean":
+            hs *= plan.inv_deg[rows].unsqueeze(1)
+        hs = hs.to(x.dtype)
+        if s is not None:
+            s[rows] = hs
+        out[rows] = lorap_forward_triton(hs, *lorap) if lorap is not None else hs
+    return out, s
+
+
+def _backward_weights(plan: CSRPlan, edge_weight, reduce):
+    """Edge weights of the transposed pass: ``dx_j = sum_{e: j -> i} w_e c_i g_i``."""
+    plan_t, perm, dst = plan.transposed()
+    w = edge_weight
+    if reduce == "mean":
+        scale = plan.inv_deg[dst]
+        w = scale if w is None else w * scale.to(w.dtype)
+    return plan_t, (w[perm].contiguous() if w is not None else None)
+
+
+def _no_edge_weight_grad(edge_weight) -> None:
+    if edge_weight is not None and edge_weight.requires_grad and torch.is_grad_enabled():
+        raise NotImplementedError(
+            "The Triton CSR aggregation has no gradient w.r.t. edge_weight. Detach the edge "
+            "weights, or use csr_aggregate_reference / csr_aggregate_lorap_reference, which "
+            "differentiate them."
+        )
+
+
+class CSRAggregateFunction(torch.autograd.Function):
+    """Autograd wrapper: the backward aggregates the gradient over the transposed graph."""
+
+    @staticmethod
+    def forward(ctx, x, edge_weight, plan, reduce):
+        ctx.plan, ctx.reduce = plan, reduce
+        ctx.save_for_backward(edge_weight)
+        return aggregate_triton(plan, edge_weight, x, reduce)[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (edge_weight,) = ctx.saved_tensors
+        plan_t, w_t = _backward_weights(ctx.plan, edge_weight, ctx.reduce)
+        dx = aggregate_triton(plan_t, w_t, grad.contiguous(), "sum")[0]
+        return dx, None, None, None
+
+
+class CSRAggregateLorapFunction(torch.autograd.Function):
+    """Autograd wrapper for aggregation + LoRAP epilogue.
+
+    The forward also writes ``s`` (the aggregate) when a gradient will be needed, since the
+    LoRAP backward needs it and recomputing it would repeat the whole gather.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight_a, bias_a, U, V, edge_weight, plan, reduce):
+        ctx.plan, ctx.reduce = plan, reduce
+        out, s = aggregate_triton(plan, edge_weight, x, reduce, (weight_a, bias_a, U, V),
+                                  store_s=True)
+        ctx.save_for_backward(s, weight_a, bias_a, U, V, edge_weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, weight_a, bias_a, U, V, edge_weight = ctx.saved_tensors
+        ds, _, dwa, dba, du, dv = lorap_backward_triton(grad.contiguous(), s, weight_a, bias_a, U, V)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            plan_t, w_t = _backward_weights(ctx.plan, edge_weight, ctx.reduce)
+            dx = aggregate_triton(plan_t, w_t, ds, "sum")[0]
+        return dx, dwa, dba, du, dv, None, None, None
+
+
+# ----------------------------------------------------------------------------- public API
+def _check_agg(indptr, indices, edge_weight, x, reduce) -> None:
+    if reduce not in REDUCES:
+        raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}.")
+    if x.dim() != 2 or x.shape[0] != indptr.numel() - 1:
+        raise ValueError(f"x must be ({indptr.numel() - 1}, d), got shape {tuple(x.shape)}.")
+    if edge_weight is not None and tuple(edge_weight.shape) != (indices.numel(),):
+        raise ValueError(f"edge_weight must be ({indices.numel()},), got {tuple(edge_weight.shape)}.")
+
+
+def _plan_for(indptr, indices, plan):
+    if plan is None:
+        return CSRPlan(indptr, indices)
+    if plan.num_nodes != indptr.numel() - 1 or plan.indices.numel() != indices.numel():
+        raise ValueError("plan was built for another graph (node or edge count differs).")
+    return plan
+
+
+def csr_aggregate(indptr, indices, edge_weight, x, reduce="sum", *, plan: Optional[CSRPlan] = None):
+    """Weighted sum / mean over in-neighbours; Triton on CUDA, the reference elsewhere.
+
+    Args:
+        indptr: ``(N + 1,)`` int64; indices: ``(E,)`` int32/int64 source ids by destination.
+        edge_weight: ``(E,)`` or ``None``.
+        x: ``(N, d)`` float32 (bf16 / fp16 accumulate in float32).
+        reduce: ``"sum"`` or ``"mean"``.
+        plan: a :class:`CSRPlan` of this graph (built per call when ``None``: pass one, or
+            use :func:`aggregate_graph`, to pay for it once).
+
+    Returns:
+        ``(N, d)``, differentiable w.r.t. ``x`` (and ``edge_weight`` on the reference path).
+    """
+    _check_agg(indptr, indices, edge_weight, x, reduce)
+    if not use_triton(x, indptr, indices, edge_weight):
+        return csr_aggregate_reference(indptr, indices, edge_weight, x, reduce)
+    _no_edge_weight_grad(edge_weight)
+    plan = _plan_for(indptr, indices, plan)
+    w = edge_weight.detach().contiguous() if edge_weight is not None else None
+    return CSRAggregateFunction.apply(x.contiguous(), w, plan, reduce)
+
+
+def csr_aggregate_lorap(indptr, indices, edge_weight, x, reduce, weight_a, bias_a, U, V, *,
+                        plan: Optional[CSRPlan] = None):
+    """Aggregation with the LoRAP head fused into its epilogue (scores on the aggregate).
+
+    Args: as :func:`csr_aggregate`, plus weight_a ``(k, d)``, bias_a ``(k,)``, U ``(k, r)``,
+    V ``(r, d)``. Returns ``(N, d)``: ``lorap(aggregate(x))``, differentiable w.r.t. ``x``
+    and the four LoRAP tensors.
+    """
+    _check_agg(indptr, indices, edge_weight, x, reduce)
+    _check(x, weight_a, bias_a, U, V, None)
+    if not use_triton(x, indptr, indices, edge_weight, weight_a, bias_a, U, V):
+        return csr_aggregate_lorap_reference(indptr, indices, edge_weight, x, reduce,
+                                             weight_a, bias_a, U, V)
+    _no_edge_weight_grad(edge_weight)
+    plan = _plan_for(indptr, indices, plan)
+    w = edge_weight.detach().contiguous() if edge_weight is not None else None
+    params = [t.contiguous() for t in (weight_a, bias_a, U, V)]
+    return CSRAggregateLorapFunction.apply(x.contiguous(), *params, w, plan, reduce)
+
+
+def aggregate_graph(graph, x, reduce="sum", edge_weight=None):
+    """:func:`csr_aggregate` on a ``qgnn.graph.Graph`` (its own weights when ``edge_weight``
+    is ``None``), with the plan cached on the graph. Returns ``(N, d)``."""
+    w = graph.edge_weight if edge_weight is None else edge_weight
+    plan = graph_plan(graph) if use_triton(x) else None
+    return csr_aggregate(graph.indptr, graph.indices, w, x, reduce, plan=plan)
+
+
+def aggregate_graph_lorap(graph, x, weight_a, bias_a, U, V, reduce="sum", edge_weight=None):
+    """:func:`csr_aggregate_lorap` on a ``qgnn.graph.Graph``. Returns ``(N, d)``."""
+    w = graph.edge_weight if edge_weight is None else edge_weight
+    plan = graph_plan(graph) if use_triton(x) else None
+    return csr_aggregate_lorap(graph.indptr, graph.indices, w, x, reduce,
+                               weight_a, bias_a, U, V, plan=plan)

@@ -1,0 +1,78 @@
+"""Fused LoRAP injection (Triton, interpreted on CPU) against torch and float64 references."""
+
+import pytest
+import torch
+
+from qgnn.kernels import lorap_inject, lorap_reference
+from qgnn.kernels import lorap as lk
+
+
+def rel(a, b):
+    """Relative error of ``a`` against float64 ``b``; any NaN (unwritten element) fails."""
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return ((a.double() - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+def make(n, d, k, r, d_in, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = [torch.randn(n, d, generator=g, dtype=torch.float64),
+         torch.randn(k, d_in or d, generator=g, dtype=torch.float64) / (d_in or d) ** 0.5,
+         torch.randn(k, generator=g, dtype=torch.float64),
+         torch.randn(k, r, generator=g, dtype=torch.float64),
+         torch.randn(r, d, generator=g, dtype=torch.float64)]
+    if d_in:
+        t.append(torch.randn(n, d_in, generator=g, dtype=torch.float64))
+    return t
+
+
+# N not a multiple of the row block; k and d not powers of two; a separate score input.
+SHAPES = [(37, 24, 5, 2, None), (50, 40, 40, 3, None), (21, 33, 7, 1, 19), (16, 16, 16, 2, None)]
+
+
+@pytest.mark.parametrize("n,d,k,r,d_in", SHAPES)
+def test_forward_and_gradients_match_float64(force_triton, n, d, k, r, d_in):
+    seed = torch.randint(0, 2**31, (1,)).item()  # fresh inputs every run
+    t64 = [x.requires_grad_() for x in make(n, d, k, r, d_in, seed)]
+    z64 = t64[5] if d_in else None
+    ref = lorap_reference(*t64[:5], score_input=z64)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, t64, grad_out)
+
+    t32 = [x.detach().float().requires_grad_() for x in t64]
+    out = lorap_inject(*t32[:5], score_input=t32[5] if d_in else None)
+    assert out.grad_fn is not None and "LorapInject" in type(out.grad_fn).__name__
+    grads = torch.autograd.grad(out, t32, grad_out.float())
+
+    # The float32 torch reference on the same inputs sets the scale of acceptable error.
+    out_ref32 = lorap_reference(*[x.detach() for x in t32[:5]],
+                                score_input=t32[5].detach() if d_in else None)
+    assert rel(out, ref) < max(1e-5, 10 * rel(out_ref32, ref))
+    for name, a, b in zip(["s", "W_a", "b_a", "U", "V", "z"], grads, ref_grads):
+        assert rel(a, b) < 1e-5, name
+
+
+def test_forward_writes_every_element(force_triton):
+    s, wa, ba, U, V = [x.float() for x in make(45, 24, 6, 2, None, 3)]
+    out = torch.full_like(s, float("nan"))
+    lk.lorap_forward_triton(s, wa, ba, U, V, out=out)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out, lorap_reference(s, wa, ba, U, V), atol=1e-5)
+
+
+def test_dispatch_uses_reference_without_force(monkeypatch):
+    monkeypatch.delenv("QGNN_FORCE_TRITON", raising=False)
+    t = [x.float().requires_grad_() for x in make(10, 8, 4, 2, None, 1)]
+    out = lorap_inject(*t)
+    assert "LorapInject" not in type(out.grad_fn).__name__
+
+
+def test_identity_when_v_is_zero(force_triton):
+    s, wa, ba, U, V = [x.float() for x in make(20, 24, 5, 2, None, 2)]
+    assert torch.equal(lorap_inject(s, wa, ba, U, torch.zeros_like(V)), s)
+
+
+def test_shape_errors():
+    s, wa, ba, U, V = [x.float() for x in make(10, 8, 4, 2, None, 1)]
+    with pytest.raises(ValueError, match="V must have shape"):
+        lorap_inject(s, wa, ba, U, V[:, :5])
