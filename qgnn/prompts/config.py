@@ -1,0 +1,47 @@
+"""The ``prompt:`` section of a config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from qgnn.errors import ConfigError
+
+NODE_PROMPTS = ("none", "gpf", "gpf_plus")
+AGGREGATION_PROMPTS = ("none", "lorap")
+
+
+@dataclass
+class PromptConfig:
+    """Which prompts a model gets.
+
+    Attributes:
+        node: prompt on the input features: ``none``, ``gpf`` or ``gpf_plus``.
+        aggregation: prompt on every layer's aggregated feature: ``none`` or ``lorap``.
+        node_k: GPF-plus basis prompts.
+        k: LoRAP bases; rank: their rank ``r``.
+        scorer_input: what LoRAP scores: ``aggregated`` (``s``) or ``layer_input``.
+        shared: one LoRAP head for all layers of the same width (else one per layer).
+
+    ``gpf_plus`` + ``lorap`` is GPF-LoRAP.
+    """
+
+    node: str = field(default="none", metadata={"choices": NODE_PROMPTS})
+    aggregation: str = field(default="none", metadata={"choices": AGGREGATION_PROMPTS})
+    node_k: int = 10
+    k: int = 40
+    rank: int = 2
+    scorer_input: str = field(default="aggregated", metadata={"choices": ("aggregated", "layer_input")})
+    shared: bool = False
+
+    def validate(self) -> None:
+        for key in ("node_k", "k", "rank"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key 'prompt.{key}' must be a positive integer, got {getattr(self, key)}.")
+
+    @property
+    def label(self) -> str:
+        """``none``, ``gpf``, ``gpfplus``, ``lorap``, ``gpf_lorap`` (config-name vocabulary)."""
+        node = {"none": "", "gpf": "gpf", "gpf_plus": "gpfplus"}[self.node]
+        if self.aggregation == "lorap":
+            return "gpf_lorap" if node == "gpfplus" else ("lorap" if not node else f"{node}_lorap")
+        return node or "none"
