@@ -6,6 +6,8 @@ A YAML file mirrors :class:`Config`::
     data: {name: cora}
     model: {arch: gcn, hidden: 64}
     train: {epochs: 200, lr: 0.01}
+    quant: {method: dq, weight_bits: 4, act_bits: 4}
+    prompt: {node: gpf_plus, aggregation: lorap}
 
 Unknown keys, wrong types and values outside a field's ``choices`` raise
 :class:`~qgnn.errors.ConfigError` naming the key and what is allowed. Command-line
@@ -23,6 +25,8 @@ from typing import Any, Optional, Union
 import yaml
 
 from qgnn.errors import ConfigError
+from qgnn.prompts.config import PromptConfig
+from qgnn.quant.config import QuantConfig
 
 
 def choice(default, *choices):
@@ -73,6 +77,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)  # qgnn/quant/config.py
+    prompt: PromptConfig = field(default_factory=PromptConfig)  # qgnn/prompts/config.py
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,7 +116,10 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}.")
         (item,) = typing.get_args(tp)[:1]
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
+    if tp in (tuple, list):
+        if isinstance(value, (list, tuple)):
+            return tp(value)
+    elif tp is bool:
         if isinstance(value, bool):
             return value
     elif tp is int:

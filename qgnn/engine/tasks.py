@@ -38,6 +38,13 @@ class NodeClassificationTask:
             attn_dropout=m.attn_dropout, batch_norm=m.batch_norm,
         )
 
+    def example(self) -> tuple:
+        """``(graph, x)`` for one forward pass (quantizer initialisation, size report)."""
+        return self.dataset.graph, self.dataset.x
+
+    def num_nodes(self) -> int:
+        return self.dataset.graph.num_nodes
+
     def train_epoch(self, model, optimizer, extra_loss: LossHook, grad_clip=None) -> float:
         d = self.dataset
         model.train()

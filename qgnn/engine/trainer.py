@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -24,6 +25,8 @@ from qgnn.engine.checkpoint import load_checkpoint, save_checkpoint
 from qgnn.engine.config import Config, config_from_dict
 from qgnn.engine.tasks import make_task
 from qgnn.errors import CheckpointError, ConfigError, TrainingError
+from qgnn.prompts import attach_prompts, prompt_report
+from qgnn.quant import build_quantization, model_parameters, quantizer_parameters, size_report
 
 
 def set_seed(seed: int) -> None:
@@ -53,11 +56,27 @@ def dataset_options(cfg: Config) -> dict:
 
 
 def build(cfg: Config, device: torch.device, data_root: Optional[str] = None):
-    """Dataset task and model for ``cfg`` (the same builders serve ``eval.py``)."""
+    """Task, model (prompts attached) and QAT framework (attached) for ``cfg``.
+
+    The same builders serve ``eval.py``, so a checkpoint's state dict fits the model.
+    """
     dataset = load_dataset(cfg.data.name, data_root or cfg.data.root, **dataset_options(cfg))
     task = make_task(dataset, device)
-    model = task.build_model(cfg).to(device)
-    return task, model
+    model = task.build_model(cfg)
+    attach_prompts(model, cfg.prompt)
+    model = model.to(device)
+    framework = build_quantization(cfg.quant)
+    framework.attach(model, example=task.example())
+    return task, model, framework
+
+
+def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
+    """Adam; quantizer parameters (steps, bit widths, logits) get no weight decay."""
+    groups = [{"params": model_parameters(model), "weight_decay": cfg.train.weight_decay}]
+    quant_params = quantizer_parameters(model)
+    if quant_params:
+        groups.append({"params": quant_params, "weight_decay": 0.0})
+    return torch.optim.Adam(groups, lr=cfg.train.lr)
 
 
 def _better(task, value: float, best: Optional[float]) -> bool:
@@ -82,12 +101,9 @@ def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = No
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     set_seed(cfg.train.seed)
-    task, model = build(cfg, dev, data_root)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = None
-    if cfg.train.lr_step:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.train.lr_step, cfg.train.lr_gamma)
-    extra_loss = lambda m: torch.zeros((), device=dev)  # noqa: E731
+    task, model, framework = build(cfg, dev, data_root)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = _scheduler(cfg, optimizer)
 
     state = {"best_epoch": None, "best_val": None, "best_scores": None, "epoch_seconds": []}
     start_epoch = 1
@@ -114,20 +130,31 @@ def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = No
         for epoch in bar:
             _sync(dev)
             t0 = time.perf_counter()
-            loss = task.train_epoch(model, optimizer, extra_loss, cfg.train.grad_clip)
+            loss = task.train_epoch(model, optimizer, framework.penalty, cfg.train.grad_clip)
             if scheduler:
                 scheduler.step()
             _sync(dev)
             state["epoch_seconds"].append(time.perf_counter() - t0)
             scores = task.evaluate(model)
-            if _better(task, scores["val"], state["best_val"]):
+            phase = framework.phase(model)
+            if framework.on_epoch_end(model, epoch - 1):
+                # Parameters changed roles (MixQ fixed its widths): new optimizer, and the
+                # search epochs do not compete with the fixed-width model in selection.
+                optimizer = make_optimizer(cfg, model)
+                scheduler = _scheduler(cfg, optimizer)
+                state.update(best_epoch=None, best_val=None, best_scores=None)
+                snapshot("best.pt", epoch)  # the fixed-width model replaces any search-phase best
+            if phase == "search":
+                bar.set_postfix(phase="search", loss=f"{loss:.4f}", val=f"{scores['val']:.2f}")
+            elif _better(task, scores["val"], state["best_val"]):
                 state.update(best_epoch=epoch, best_val=scores["val"], best_scores=scores)
                 snapshot("best.pt", epoch)
                 since_best = 0
             else:
                 since_best += 1
-            bar.set_postfix(loss=f"{loss:.4f}", val=f"{scores['val']:.2f}",
-                            best=f"{state['best_val']:.2f}@{state['best_epoch']}")
+            if state["best_val"] is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", val=f"{scores['val']:.2f}",
+                                best=f"{state['best_val']:.2f}@{state['best_epoch']}")
             if epoch % cfg.train.checkpoint_every == 0:
                 snapshot("last.pt", epoch)
             if cfg.train.patience is not None and since_best >= cfg.train.patience:
@@ -142,8 +169,43 @@ def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = No
         bar.close()
     snapshot("last.pt", epoch)
     metrics = _metrics(cfg, task, state, dev, epoch)
+    metrics.update(model_facts(cfg, task, model, framework))
     _write_json(out / "metrics.json", metrics)
+    _print_size(metrics)
     return metrics
+
+
+def _scheduler(cfg: Config, optimizer):
+    if not cfg.train.lr_step:
+        return None
+    return torch.optim.lr_scheduler.StepLR(optimizer, cfg.train.lr_step, cfg.train.lr_gamma)
+
+
+def model_facts(cfg: Config, task, model, framework) -> dict:
+    """Quantization method, model size in bits and prompt overhead, for metrics.json."""
+    size = size_report(model, example=task.example())
+    summary = framework.summary(model)
+    return {
+        "method": cfg.quant.method,
+        "bits": _bits_label(cfg),
+        "prompt": cfg.prompt.label,
+        "avg_bits": size["average_bits"],
+        "compression": size["compression_ratio"],
+        "size": {k: v for k, v in size.items() if not isinstance(v, (list, dict))},
+        "quant_summary": summary,
+        "prompt_overhead": prompt_report(model, task.num_nodes()),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _bits_label(cfg: Config) -> str:
+    q = cfg.quant
+    if q.method == "fp32":
+        return "fp32"
+    if q.method == "mixq":
+        return "mixed(" + ",".join(map(str, q.mixq.bits)) + ")"
+    label = f"W{q.resolved_weight_bits()}A{q.resolved_act_bits()}"
+    return label + ("-learned" if q.method == "a2q" else "")
 
 
 def _resume(path: Path, cfg: Config, model, optimizer, scheduler, dev):
@@ -191,13 +253,16 @@ def evaluate_checkpoint(path, device: str = "cpu", data_root: Optional[str] = No
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path} carries an invalid config: {exc}") from exc
     dev = resolve_device(device)
-    task, model = build(cfg, dev, data_root)
+    task, model, framework = build(cfg, dev, data_root)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not match its own config's model: {exc}") from exc
     scores = task.evaluate(model)
+    facts = model_facts(cfg, task, model, framework)
+    _print_size(facts)
     return {
+        **{k: facts[k] for k in ("method", "bits", "prompt", "avg_bits", "compression", "size")},
         "config": cfg.name,
         "dataset": cfg.data.name,
         "arch": cfg.model.arch,
@@ -207,3 +272,10 @@ def evaluate_checkpoint(path, device: str = "cpu", data_root: Optional[str] = No
         "test_metric": scores.get("test"),
         "train_metric": scores.get("train"),
     }
+
+
+def _print_size(facts: dict) -> None:
+    size = facts["size"]
+    print(f"model size: {size['total_bits'] / 8 / 1024:.1f} KiB at {facts['avg_bits']:.2f} bits on average "
+          f"({facts['compression']:.2f}x smaller than float32); method {facts['method']}, "
+          f"{facts['bits']}, prompt {facts['prompt']}", file=sys.stderr)
