@@ -9,9 +9,10 @@ A sweep file (``configs/sweeps/*.yaml``)::
       - configs/cora_gcn_fp32.yaml
       - {config: configs/cora_gat_fp32.yaml, set: [train.lr=0.005]}
 
-Each (config, seed) runs ``train.py`` in its own process, ``jobs`` at a time (several
-runs share one GPU or the CPU cores); a run whose ``metrics.json`` already exists is not
-repeated, so an interrupted sweep resumes where it stopped.
+Runs go to ``jobs`` worker processes (several runs share one GPU or the CPU cores); each
+worker imports torch once and trains its runs in-process, one after another. A run whose
+``metrics.json`` already exists is not repeated, so an interrupted sweep resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,15 +42,6 @@ class Run:
     overrides: list
     seed: int
     out: Path
-
-    def command(self, device: str, data_root: Optional[str]) -> list:
-        cmd = [sys.executable, str(REPO / "train.py"), "--config", self.config, "--out", str(self.out),
-               "--quiet", "--device", device, "--set", f"train.seed={self.seed}"]
-        for item in self.overrides:
-            cmd += ["--set", item]
-        if data_root:
-            cmd += ["--data-root", data_root]
-        return cmd
 
 
 @dataclass
@@ -90,25 +80,38 @@ def run_sweep(sweep: Sweep, out_dir, jobs: int = 1, device: str = "cpu",
     runs = [Run(label, config, overrides, seed, out_dir / label / f"seed_{seed}")
             for label, config, overrides in sweep.entries for seed in sweep.seeds]
     todo = [r for r in runs if not _done(r.out)]
-    env = dict(os.environ)
-    if device == "cpu":
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(jobs, 1))))
-
-    def execute(run: Run) -> tuple:
-        run.out.mkdir(parents=True, exist_ok=True)
-        start = time.time()
-        result = subprocess.run(run.command(device, data_root), capture_output=True, text=True, env=env)
-        (run.out / "log.txt").write_text(result.stdout + result.stderr)
-        return run, result.returncode, time.time() - start
-
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     failures = []
-    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-        for run, code, _ in tqdm(pool.map(execute, todo), total=len(todo), desc=sweep.name):
-            if code != 0:
-                failures.append(f"{run.label} seed {run.seed} (exit {code}; see {run.out / 'log.txt'})")
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with context.Pool(max(jobs, 1), initializer=_init_worker, initargs=(threads,)) as pool:
+        work = [(r, device, data_root) for r in todo]
+        for run, error in tqdm(pool.imap_unordered(_execute, work), total=len(todo), desc=sweep.name):
+            if error:
+                failures.append(f"{run.label} seed {run.seed}: {error}")
     if failures:
         raise RuntimeError("sweep runs failed:\n  " + "\n  ".join(failures))
     return [dict(json.loads((r.out / "metrics.json").read_text()), label=r.label) for r in runs]
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _execute(job) -> tuple:
+    """Train one run in this worker; return ``(run, error message or None)``."""
+    from qgnn.engine.trainer import fit
+
+    run, device, data_root = job
+    try:
+        cfg = load_config(run.config, run.overrides + [f"train.seed={run.seed}"])
+        fit(cfg, run.out, device=device, data_root=data_root, progress=False)
+        return run, None
+    except Exception as exc:  # reported with the others at the end of the sweep
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "error.txt").write_text(traceback.format_exc())
+        return run, f"{type(exc).__name__}: {exc} (see {run.out / 'error.txt'})"
 
 
 def _done(out: Path) -> bool:

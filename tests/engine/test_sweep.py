@@ -1,0 +1,42 @@
+"""Sweeps: every (config, seed) runs once, the table is the mean and std of what was written."""
+
+import json
+import statistics
+
+import pytest
+
+from qgnn.engine.sweep import load_sweep, markdown, run_sweep, summarise
+from qgnn.errors import ConfigError
+
+CORA = [f"Cora/raw/ind.cora.{p}" for p in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")]
+
+
+def test_smoke_sweep_summarises_the_runs(require_files, tmp_path):
+    root = str(require_files(*CORA))
+    sweep = load_sweep("configs/sweeps/smoke.yaml")
+    assert sweep.seeds == [0, 1]
+    results = run_sweep(sweep, tmp_path, jobs=1, data_root=root)
+    tests = [json.loads((tmp_path / "cora_gcn_fp32" / f"seed_{s}" / "metrics.json").read_text())["test_metric"]
+             for s in (0, 1)]
+    (row,) = summarise(results)
+    assert row["seeds"] == 2
+    assert row["test_mean"] == pytest.approx(statistics.fmean(tests))
+    assert row["test_std"] == pytest.approx(statistics.stdev(tests))
+    assert "cora_gcn_fp32" in markdown([row])
+    # Finished runs are not repeated: their metrics files stay as they were.
+    stamp = (tmp_path / "cora_gcn_fp32/seed_0/metrics.json").stat().st_mtime_ns
+    run_sweep(sweep, tmp_path, jobs=1, data_root=root)
+    assert (tmp_path / "cora_gcn_fp32/seed_0/metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_bad_sweep_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(str(tmp_path / "none.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nseed: 3\nconfigs: []\n")
+    with pytest.raises(ConfigError, match="unknown sweep key 'seed'"):
+        load_sweep(str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("configs:\n  - {config: configs/cora_gcn_fp32.yaml, set: [model.hiden=3]}\n")
+    with pytest.raises(ConfigError, match="model.hiden"):
+        load_sweep(str(typo))
