@@ -83,7 +83,8 @@ def run_sweep(sweep: Sweep, out_dir, jobs: int = 1, device: str = "cpu",
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     failures = []
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    with context.Pool(max(jobs, 1), initializer=_init_worker, initargs=(threads,)) as pool:
+    counter = context.Value("i", 0)
+    with context.Pool(max(jobs, 1), initializer=_init_worker, initargs=(threads, device, counter)) as pool:
         work = [(r, device, data_root) for r in todo]
         for run, error in tqdm(pool.imap_unordered(_execute, work), total=len(todo), desc=sweep.name):
             if error:
@@ -93,10 +94,16 @@ def run_sweep(sweep: Sweep, out_dir, jobs: int = 1, device: str = "cpu",
     return [dict(json.loads((r.out / "metrics.json").read_text()), label=r.label) for r in runs]
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, device: str, counter) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        # Spread the workers over the GPUs: worker i uses GPU i mod count.
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        torch.cuda.set_device(index % torch.cuda.device_count())
 
 
 def _execute(job) -> tuple:
