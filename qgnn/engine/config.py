@@ -67,6 +67,9 @@ class TrainConfig:
     batch_size: int = 128  # graph tasks
     lr_step: Optional[int] = None  # halve (lr_gamma) the learning rate every lr_step epochs
     lr_gamma: float = 0.5
+    scheduler: str = choice("step", "step", "plateau")  # plateau: x lr_gamma after lr_patience bad epochs
+    lr_patience: int = 10  # plateau: epochs without a better val metric before reducing the lr
+    min_lr: float = 0.0  # plateau: stop training once the lr falls below this
     grad_clip: Optional[float] = None
     checkpoint_every: int = 10  # epochs between last.pt snapshots (also written on interrupt)
 

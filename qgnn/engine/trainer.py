@@ -2,6 +2,8 @@
 
 ``fit`` trains, selects the model on the validation metric, and leaves in ``out_dir``:
 ``best.pt`` (the selected model), ``last.pt`` (for ``resume``) and ``metrics.json``.
+Datasets evaluated by cross-validation train every fold into ``out_dir/fold_<k>/`` and
+summarise them in ``out_dir/metrics.json`` (:mod:`qgnn.engine.cv`).
 """
 
 from __future__ import annotations
@@ -55,13 +57,15 @@ def dataset_options(cfg: Config) -> dict:
     }
 
 
-def build(cfg: Config, device: torch.device, data_root: Optional[str] = None):
+def build(cfg: Config, device: torch.device, data_root: Optional[str] = None, dataset=None):
     """Task, model (prompts attached) and QAT framework (attached) for ``cfg``.
 
     The same builders serve ``eval.py``, so a checkpoint's state dict fits the model.
+    ``dataset``: an already loaded dataset of ``cfg`` (else it is read from the data root).
     """
-    dataset = load_dataset(cfg.data.name, data_root or cfg.data.root, **dataset_options(cfg))
-    task = make_task(dataset, device)
+    if dataset is None:
+        dataset = load_dataset(cfg.data.name, data_root or cfg.data.root, **dataset_options(cfg))
+    task = make_task(dataset, device, cfg)
     model = task.build_model(cfg)
     attach_prompts(model, cfg.prompt)
     model = model.to(device)
@@ -96,14 +100,20 @@ def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = No
     """Train ``cfg`` and return the metrics written to ``out_dir/metrics.json``.
 
     With ``resume=True`` the run continues from ``out_dir/last.pt`` (same config required).
+    A dataset without a fixed split and no ``data.fold`` runs every fold (:mod:`qgnn.engine.cv`).
     """
+    from qgnn.engine import cv
+
+    dataset = load_dataset(cfg.data.name, data_root or cfg.data.root, **dataset_options(cfg))
+    if cv.uses_folds(cfg, dataset):
+        return cv.fit_folds(cfg, out_dir, device, data_root, resume, progress)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     set_seed(cfg.train.seed)
-    task, model, framework = build(cfg, dev, data_root)
+    task, model, framework = build(cfg, dev, data_root, dataset)
     optimizer = make_optimizer(cfg, model)
-    scheduler = _scheduler(cfg, optimizer)
+    scheduler = _scheduler(cfg, optimizer, task)
 
     state = {"best_epoch": None, "best_val": None, "best_scores": None, "epoch_seconds": []}
     start_epoch = 1
@@ -131,17 +141,19 @@ def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = No
             _sync(dev)
             t0 = time.perf_counter()
             loss = task.train_epoch(model, optimizer, framework.penalty, cfg.train.grad_clip)
-            if scheduler:
+            if scheduler and not _on_plateau(scheduler):
                 scheduler.step()
             _sync(dev)
             state["epoch_seconds"].append(time.perf_counter() - t0)
             scores = task.evaluate(model)
+            if scheduler and _on_plateau(scheduler):
+                scheduler.step(scores["val"])
             phase = framework.phase(model)
             if framework.on_epoch_end(model, epoch - 1):
                 # Parameters changed roles (MixQ fixed its widths): new optimizer, and the
                 # search epochs do not compete with the fixed-width model in selection.
                 optimizer = make_optimizer(cfg, model)
-                scheduler = _scheduler(cfg, optimizer)
+                scheduler = _scheduler(cfg, optimizer, task)
                 state.update(best_epoch=None, best_val=None, best_scores=None)
                 snapshot("best.pt", epoch)  # the fixed-width model replaces any search-phase best
             if phase == "search":
@@ -159,6 +171,8 @@ def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = No
                 snapshot("last.pt", epoch)
             if cfg.train.patience is not None and since_best >= cfg.train.patience:
                 break
+            if _on_plateau(scheduler) and optimizer.param_groups[0]["lr"] < cfg.train.min_lr:
+                break  # reduce-on-plateau protocol: stop once the lr fell below min_lr
     except KeyboardInterrupt:
         snapshot("last.pt", epoch)
         _write_json(out / "metrics.json", _metrics(cfg, task, state, dev, epoch, interrupted=True))
@@ -175,10 +189,20 @@ def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = No
     return metrics
 
 
-def _scheduler(cfg: Config, optimizer):
-    if not cfg.train.lr_step:
+def _scheduler(cfg: Config, optimizer, task):
+    """``train.scheduler``: ``step`` (halve every ``lr_step`` epochs; none without lr_step) or
+    ``plateau`` (multiply by ``lr_gamma`` after ``lr_patience`` epochs without a better val metric)."""
+    t = cfg.train
+    if t.scheduler == "plateau":
+        mode = "max" if task.higher_is_better else "min"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode, factor=t.lr_gamma, patience=t.lr_patience)
+    if not t.lr_step:
         return None
-    return torch.optim.lr_scheduler.StepLR(optimizer, cfg.train.lr_step, cfg.train.lr_gamma)
+    return torch.optim.lr_scheduler.StepLR(optimizer, t.lr_step, t.lr_gamma)
+
+
+def _on_plateau(scheduler) -> bool:
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 def model_facts(cfg: Config, task, model, framework) -> dict:
