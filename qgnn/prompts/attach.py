@@ -36,7 +36,7 @@ def attach_prompts(model: nn.Module, cfg: PromptConfig) -> nn.Module:
             if cfg.shared and key in shared:
                 conv.agg_prompt = shared[key]
                 continue
-            head = LoRAP(dim, cfg.k, cfg.rank, cfg.scorer_input, score_dim=conv.in_channels)
+            head = LoRAP(dim, cfg.k, cfg.rank, cfg.scorer_input, score_dim=conv.in_channels, fused=cfg.fused)
             conv.agg_prompt = shared[key] = head
     return model
 

@@ -21,6 +21,7 @@ class PromptConfig:
         k: LoRAP bases; rank: their rank ``r``.
         scorer_input: what LoRAP scores: ``aggregated`` (``s``) or ``layer_input``.
         shared: one LoRAP head for all layers of the same width (else one per layer).
+        fused: run LoRAP as one fused Triton kernel on CUDA (``false``: separate torch ops).
 
     ``gpf_plus`` + ``lorap`` is GPF-LoRAP.
     """
@@ -32,6 +33,7 @@ class PromptConfig:
     rank: int = 2
     scorer_input: str = field(default="aggregated", metadata={"choices": ("aggregated", "layer_input")})
     shared: bool = False
+    fused: bool = True
 
     def validate(self) -> None:
         for key in ("node_k", "k", "rank"):

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from qgnn.kernels import lorap_inject
+from qgnn.kernels import lorap_inject, lorap_reference
 from qgnn.prompts.node import _check_positive
 
 Tensor = torch.Tensor
@@ -34,12 +34,14 @@ class LoRAP(nn.Module):
         scorer_input: ``"aggregated"`` (``z = s``) or ``"layer_input"`` (``z`` = the
             layer's input features, width ``score_dim``).
         score_dim: width of ``z`` when ``scorer_input="layer_input"``.
+        fused: use the fused Triton kernel on CUDA tensors (the torch reference otherwise,
+            and always on CPU).
 
     Shapes: ``s`` ``(N, d)``, ``layer_input`` ``(N, d_in)`` -> ``(N, d)``.
     """
 
     def __init__(self, dim: int, k: int = 40, rank: int = 2, scorer_input: str = "aggregated",
-                 score_dim: Optional[int] = None):
+                 score_dim: Optional[int] = None, fused: bool = True):
         super().__init__()
         _check_positive("dim", dim)
         _check_positive("k", k)
@@ -49,6 +51,7 @@ class LoRAP(nn.Module):
         if scorer_input == "layer_input" and score_dim is None:
             raise ValueError("scorer_input='layer_input' needs score_dim, the width of the layer input.")
         self.dim, self.k, self.rank, self.scorer_input = dim, k, rank, scorer_input
+        self.fused = fused
         self.score_dim = dim if scorer_input == "aggregated" else score_dim
         self.score = nn.Linear(self.score_dim, k)
         self.U = nn.Parameter(torch.empty(k, rank))
@@ -67,11 +70,13 @@ class LoRAP(nn.Module):
             if layer_input is None:
                 raise ValueError("this LoRAP head scores the layer input; pass layer_input.")
             z = layer_input
-        return lorap_inject(s, self.score.weight, self.score.bias, self.U, self.V, z)
+        inject = lorap_inject if self.fused else lorap_reference
+        return inject(s, self.score.weight, self.score.bias, self.U, self.V, z)
 
     def flops_per_node(self) -> int:
         # scores (2 d_in k), softmax (~3 k), alpha U (2 k r), (alpha U) V (2 r d), add (d)
         return 2 * self.score_dim * self.k + 3 * self.k + 2 * self.k * self.rank + 2 * self.rank * self.dim + self.dim
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, k={self.k}, rank={self.rank}, scorer_input={self.scorer_input}"
+        return (f"dim={self.dim}, k={self.k}, rank={self.rank}, scorer_input={self.scorer_input}, "
+                f"fused={self.fused}")
