@@ -2,7 +2,13 @@
 
 Usage::
 
-    python benchmarks/bench_kernels.py --out kernels.json [--quick]
+    python benchmarks/bench_kernels.py --out kernels.json [--sweep] [--skip-large]
+    python benchmarks/bench_kernels.py --quick --out kernels_quick.json
+
+``--quick`` measures what the LoRAP rework changed, in about a minute: GPU correctness of
+every forward mode / backward variant (float64 references, NaN-poisoned outputs, odd
+shapes), copy bandwidth, the LoRAP injection at N=169,343 (forward modes, backward
+variants and a small block-size sweep, tf32 off and on) and the aggregation + LoRAP rows.
 
 Measured on one H100 (torch 2.11, triton 3.6) for benchmarks/results/kernels_h100.*.
 Every time is the median of ``triton.testing.do_bench`` after its warm-up; inputs that fit
@@ -134,12 +140,13 @@ def bench_lorap(copy_bw, n, d=256, k=40, r=2, sweep=False):
 
     variants = {}
     if sweep:
-        # Tune the forward on this GPU, then measure with the best configuration.
+        # Tune the fused-mode forward on this GPU (the split mode's pass: --quick).
         for hoist in (True, False):
             for bm in (16, 32, 64):
                 for nw in (4, 8):
                     lk.FWD_HOIST_W = hoist
-                    variants[(hoist, bm, nw)] = bench(fused_fwd(block_m=bm, num_warps=nw))
+                    variants[(hoist, bm, nw)] = bench(fused_fwd(mode="fused", block_m=bm,
+                                                                num_warps=nw))
         ok = {kk: v for kk, v in variants.items() if isinstance(v, float)}
         best = min(ok, key=ok.get)
         lk.FWD_HOIST_W, lk.FWD_BLOCK_M, lk.FWD_WARPS = best
@@ -152,7 +159,9 @@ def bench_lorap(copy_bw, n, d=256, k=40, r=2, sweep=False):
     row["torch_fwd_ms"] = bench(torch_fwd)
     row["fused_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_inject))
     row["torch_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_reference))
-    row["bwd_kernel_ms"] = bench(lambda: lk.lorap_backward_triton(g, next_s(), *params))
+    s0 = next_s()
+    alpha = lk.lorap_alpha(s0, *params[:2])
+    row["bwd_ms"] = bench(lambda: lk.lorap_backward_triton(g, s0, *params, alpha=alpha))
     fwd_bytes, fb_bytes = 2 * n * d * F32, 5 * n * d * F32
     row["fwd_floor_ms"] = fwd_bytes / copy_bw * 1e3
     row["fwdbwd_floor_ms"] = fb_bytes / copy_bw * 1e3
@@ -306,12 +315,246 @@ def correctness(n=169_343, d=256, k=40, r=2):
     return out
 
 
+# ----------------------------------------------------------------------------- --quick
+QUICK_N = 169_343  # LoRAP rows for --quick
+QUICK_GRAPH = dict(n=169_343, m=1_166_243)  # power-law graph for --quick timings
+CHECK_GRAPH = dict(n=20_000, m=150_000)  # and for its correctness checks
+LORAP_FLAGS = ("FWD_MODE_EXACT", "FWD_MODE_TF32", "BWD_FUSE_DZ", "APPLY_BLOCK_M", "APPLY_WARPS",
+               "BWD_BLOCK_M", "BWD_WARPS")
+
+
+def set_flags(**kw):
+    """Set qgnn.kernels.lorap / aggregate tunables; returns the old values."""
+    old = {}
+    for key, val in kw.items():
+        mod = agg if key.startswith("AGG_") else lk
+        old[key] = getattr(mod, key)
+        setattr(mod, key, val)
+    return old
+
+
+def lorap_errors(n, d, k, r, d_in=None, seed=0):
+    """Relative errors of the autograd path (current flags) against float64, NaN-poisoned."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    rnd = lambda *sh: torch.randn(*sh, device="cuda", dtype=torch.float64, generator=gen)  # noqa: E731
+    t64 = [rnd(n, d), rnd(k, d_in or d) / math.sqrt(d_in or d), rnd(k) * 0.5, rnd(k, r) / math.sqrt(k),
+           rnd(r, d) * 0.3] + ([rnd(n, d_in)] if d_in else [])
+    t64 = [t.requires_grad_(True) for t in t64]
+    ref = lk.lorap_reference(*t64[:5], score_input=t64[5] if d_in else None)
+    g = rnd(n, d)
+    gref = torch.autograd.grad(ref, t64, g)
+    t32 = [t.detach().float().requires_grad_(True) for t in t64]
+    res = lk.lorap_inject(*t32[:5], score_input=t32[5] if d_in else None)
+    gres = torch.autograd.grad(res, t32, g.float())
+    names = ["out", "ds", "dW_a", "db_a", "dU", "dV", "dz"][: len(t64) + 1]
+    errs = dict(zip(names, [rel(res, ref)] + [rel(a, b) for a, b in zip(gres, gref)]))
+    written = bool(all(torch.isfinite(t).all() for t in [res, *gres]))
+    return errs, written
+
+
+def quick_correctness():
+    """Every forward mode x backward variant, tf32 off (and the defaults with tf32 on)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    os.environ["QGNN_KERNEL_POISON"] = "1"
+    out = {"allow_tf32": False, "lorap": {}, "odd_shapes_max": {}, "agg": {}}
+    written = True
+    shapes = [(1001, 24, 5, 2, None), (777, 40, 40, 3, None), (555, 33, 7, 1, 19)]
+    for mode in ("split", "fused"):
+        for fuse in (True, False):
+            key = f"fwd={mode} fuse_dz={fuse}"
+            old = set_flags(FWD_MODE_EXACT=mode, BWD_FUSE_DZ=fuse)
+            errs, ok = lorap_errors(QUICK_N, 256, 40, 2, seed=1)
+            out["lorap"][key] = errs
+            written &= ok
+            worst = 0.0
+            for i, sh in enumerate(shapes):
+                e, ok = lorap_errors(*sh, seed=10 + i)
+                worst = max(worst, max(e.values()))
+                written &= ok
+            out["odd_shapes_max"][key] = worst
+            set_flags(**old)
+    # backward without a stored alpha (recomputed through cuBLAS + softmax)
+    s = torch.randn(QUICK_N, 256, device="cuda", dtype=torch.float64)
+    p64 = [t.double() for t in lorap_params(256, 40, 2)]
+    g = torch.randn_like(s)
+    sg = s.clone().requires_grad_(True)
+    pg = [t.clone().requires_grad_(True) for t in p64]
+    gref = torch.autograd.grad(lk.lorap_reference(sg, *pg), [sg] + pg, g)
+    gres = lk.lorap_backward_triton(g.float(), s.float(), *[t.float() for t in p64])
+    gres = [gres[0]] + list(gres[2:])
+    out["lorap_bwd_recompute_alpha"] = dict(zip(["ds", "dW_a", "db_a", "dU", "dV"],
+                                                [rel(a, b) for a, b in zip(gres, gref)]))
+    written &= bool(all(torch.isfinite(t).all() for t in gres))
+    graph = power_law_graph(**CHECK_GRAPH, seed=1).gcn_norm()
+    w = graph.edge_weight
+    x = torch.randn(graph.num_nodes, 256, device="cuda", dtype=torch.float64, requires_grad=True)
+    q64 = [t.double().requires_grad_(True) for t in lorap_params(256, 40, 2)]
+    for epi in (True, False):
+        old = set_flags(AGG_LORAP_EPILOGUE=epi)
+        for reduce in ("sum", "mean"):
+            ref = agg.csr_aggregate_lorap_reference(graph.indptr, graph.indices, w.double(), x,
+                                                    reduce, *q64)
+            g = torch.randn_like(ref)
+            gref = torch.autograd.grad(ref, [x] + q64, g)
+            f32 = [t.detach().float().requires_grad_(True) for t in [x] + q64]
+            res = agg.aggregate_graph_lorap(graph, f32[0], *f32[1:], reduce=reduce)
+            gres = torch.autograd.grad(res, f32, g.float())
+            errs = [rel(res, ref)] + [rel(a, b) for a, b in zip(gres, gref)]
+            out["agg"][f"epilogue={epi} {reduce}"] = max(errs)
+            written &= bool(all(torch.isfinite(t).all() for t in [res, *gres]))
+        set_flags(**old)
+    out["all_written"] = written
+    torch.backends.cuda.matmul.allow_tf32 = True
+    out["tf32_on"] = {}
+    for mode in ("split", "fused"):
+        old = set_flags(FWD_MODE_TF32=mode)
+        out["tf32_on"][f"fwd={mode}"] = lorap_errors(QUICK_N, 256, 40, 2, seed=2)[0]
+        set_flags(**old)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    os.environ["QGNN_KERNEL_POISON"] = "0"
+    return out
+
+
+def quick_lorap(copy_bw, tf32, n=None, d=256, k=40, r=2):
+    """LoRAP injection at one size: forward modes, backward variants, block sweep, fwd+bwd."""
+    n = n or QUICK_N
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    mode_flag = "FWD_MODE_TF32" if tf32 else "FWD_MODE_EXACT"
+    params = lorap_params(d, k, r)
+    pg = lorap_params(d, k, r, grad=True)
+    s = torch.randn(n, d, device="cuda")
+    g = torch.randn(n, d, device="cuda")
+    row = {"N": n, "d": d, "k": k, "r": r, "allow_tf32": tf32, "sweep_ms": {}}
+    sw = row["sweep_ms"]
+    for bm, nw in ((16, 8), (8, 4), (32, 8), (16, 4)):
+        sw[f"fwd split bm={bm} w={nw}"] = bench(
+            lambda: lk.lorap_forward_triton(s, *params, mode="split", block_m=bm, num_warps=nw))
+    best = min((v, kk) for kk, v in sw.items() if isinstance(v, float) and "split" in kk)[1]
+    bm, nw = (int(x.split("=")[1]) for x in best.split()[2:])
+    set_flags(APPLY_BLOCK_M=bm, APPLY_WARPS=nw)
+    row["fwd_split_ms"] = bench(lambda: lk.lorap_forward_triton(s, *params, mode="split"))
+    row["fwd_fused_ms"] = bench(lambda: lk.lorap_forward_triton(s, *params, mode="fused"))
+    row["scores_gemm_ms"] = bench(lambda: lk._scores(s, *params[:2]))
+    with torch.no_grad():
+        row["torch_fwd_ms"] = bench(lambda: lk.lorap_reference(s, *params))
+    best_mode = "split" if row["fwd_split_ms"] <= row["fwd_fused_ms"] else "fused"
+    set_flags(**{mode_flag: best_mode})
+    alpha = lk.lorap_alpha(s, *params[:2])
+    for bm, nw in ((16, 8), (8, 4), (32, 8)):
+        sw[f"bwd fuse_dz bm={bm} w={nw}"] = bench(lambda: lk.lorap_backward_triton(
+            g, s, *params, alpha=alpha, fuse_dz=True, block_m=bm, num_warps=nw))
+    best = min((v, kk) for kk, v in sw.items() if isinstance(v, float) and "bwd" in kk)[1]
+    bm, nw = (int(x.split("=")[1]) for x in best.split()[2:])
+    set_flags(BWD_BLOCK_M=bm, BWD_WARPS=nw)
+    row["bwd_fuse_dz_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha, fuse_dz=True))
+    row["bwd_cublas_dz_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha, fuse_dz=False))
+    dsc = torch.randn(n, k, device="cuda")
+    row["dwa_gemm_ms"] = bench(lambda: torch.mm(dsc.t(), s))
+    set_flags(BWD_FUSE_DZ=row["bwd_fuse_dz_ms"] <= row["bwd_cublas_dz_ms"])
+
+    def fwd_bwd(fn):
+        def run():
+            x = s.detach().requires_grad_(True)
+            return torch.autograd.grad(fn(x, *pg), [x] + pg, g)
+        return run
+
+    row["fused_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_inject))
+    row["torch_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_reference))
+    row["chosen"] = {f: getattr(lk, f) for f in LORAP_FLAGS}
+    row["fwd_floor_ms"] = 2 * n * d * F32 / copy_bw * 1e3
+    row["fwdbwd_floor_ms"] = 5 * n * d * F32 / copy_bw * 1e3
+    row["fused_fwd_ms"] = min(row["fwd_split_ms"], row["fwd_fused_ms"])
+    row["fwd_speedup"] = ratio(row["torch_fwd_ms"], row["fused_fwd_ms"])
+    row["fwdbwd_speedup"] = ratio(row["torch_fwdbwd_ms"], row["fused_fwdbwd_ms"])
+    row["fwd_pct_floor"] = 100 * (ratio(row["fwd_floor_ms"], row["fused_fwd_ms"]) or 0)
+    row["fwdbwd_pct_floor"] = 100 * (ratio(row["fwdbwd_floor_ms"], row["fused_fwdbwd_ms"]) or 0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return row
+
+
+def quick_aggregate(copy_bw, d=256, k=40, r=2):
+    """Aggregation + LoRAP on the power-law graph: epilogue vs separate, fwd and fwd+bwd."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    graph = power_law_graph(**QUICK_GRAPH).gcn_norm(add_self_loops=True)
+    n, e = graph.num_nodes, graph.num_edges
+    w = graph.edge_weight.float().contiguous()
+    plan = agg.CSRPlan(graph.indptr, graph.indices)
+    plan.transposed()
+    x = torch.randn(n, d, device="cuda")
+    params = lorap_params(d, k, r)
+    adj = sparse_csr(graph.indptr, graph.indices, w, n)
+    t = {}
+    t["agg_lorap_epilogue_fwd"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum", params))
+    t["agg_then_lorap_fwd"] = bench(
+        lambda: lk.lorap_forward_triton(agg.aggregate_triton(plan, w, x, "sum")[0], *params))
+    t["agg_only"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum"))
+    t["spmm_plus_lorap_fwd"] = bench(lambda: lk.lorap_forward_triton(torch.sparse.mm(adj, x), *params))
+    pg = lorap_params(d, k, r, grad=True)
+    xg = x.clone().requires_grad_(True)
+    g = torch.randn(n, d, device="cuda")
+
+    def fused_fb():
+        out = agg.csr_aggregate_lorap(graph.indptr, graph.indices, w, xg, "sum", *pg, plan=plan)
+        return torch.autograd.grad(out, [xg] + pg, g)
+
+    def spmm_fb():
+        out = lk.lorap_inject(torch.sparse.mm(adj, xg), *pg)
+        return torch.autograd.grad(out, [xg] + pg, g)
+
+    for epi in (True, False):
+        old = set_flags(AGG_LORAP_EPILOGUE=epi)
+        t[f"fwdbwd epilogue={epi}"] = bench(fused_fb)
+        set_flags(**old)
+    t["fwdbwd spmm_plus_lorap_inject"] = bench(spmm_fb)
+    floor = 2 * n * d * F32 + e * (8 + 4) + n * 8
+    return {"N": n, "E": e, "d": d, "max_in_degree": int(graph.in_degrees().max()),
+            "floor_ms": floor / copy_bw * 1e3, "times_ms": t}
+
+
+def main_quick(out_path) -> int:
+    torch.manual_seed(0)
+    RESULTS["env"] = env_info()
+    RESULTS["mode"] = "quick"
+    t0 = time.time()
+    try:
+        RESULTS["correctness"] = quick_correctness()
+    except Exception as exc:  # keep timing even if a check cannot run; the error is reported
+        RESULTS["correctness"] = f"failed: {exc!r}"[:500]
+        os.environ["QGNN_KERNEL_POISON"] = "0"
+    save(out_path)
+    print("(d) correctness:", json.dumps(RESULTS["correctness"], indent=1), flush=True)
+    bw = copy_bandwidth()
+    rows = []
+    for tf32 in (False, True):
+        rows.append(quick_lorap(bw, tf32))
+        RESULTS["lorap"] = rows
+        save(out_path)
+        print(json.dumps(rows[-1], indent=1), flush=True)
+    RESULTS["aggregate"] = quick_aggregate(bw)
+    RESULTS["wall_s"] = time.time() - t0
+    save(out_path)
+    us = lambda v: f"{v * 1e3:8.1f}" if isinstance(v, float) else f"{'fail':>8}"  # noqa: E731
+    print("\nLoRAP N=169,343 d=256 k=40 r=2 (us, median)")
+    for r_ in rows:
+        print(f"tf32={r_['allow_tf32']!s:5} fwd split {us(r_['fwd_split_ms'])} fused {us(r_['fwd_fused_ms'])}"
+              f" torch {us(r_['torch_fwd_ms'])} | bwd fuse_dz {us(r_['bwd_fuse_dz_ms'])} cublas_dz "
+              f"{us(r_['bwd_cublas_dz_ms'])} | fwd+bwd {us(r_['fused_fwdbwd_ms'])} torch "
+              f"{us(r_['torch_fwdbwd_ms'])}  chosen {r_['chosen']}")
+    for kk, v in RESULTS["aggregate"]["times_ms"].items():
+        print(f"  {kk:40s} {us(v)}")
+    print(f"copy {RESULTS['copy']['GBps']:.0f} GB/s; wall {RESULTS['wall_s']:.0f} s")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="JSON file for the results")
     ap.add_argument("--sweep", action="store_true", help="also time block-size variants")
     ap.add_argument("--skip-large", action="store_true", help="skip N=2,450,000")
+    ap.add_argument("--quick", action="store_true", help="only what the LoRAP rework changed")
     args = ap.parse_args()
+    if args.quick:
+        return main_quick(args.out)
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     RESULTS["env"] = env_info()

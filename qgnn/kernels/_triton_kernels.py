@@ -24,15 +24,20 @@ def _load_wt(wa_ptr, D_IN, K, BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr):
 
 
 @triton.jit
+def _masked_softmax(scores, kmask):
+    """Row softmax of ``(BLOCK_M, K_PAD)`` scores over the columns where ``kmask`` is set."""
+    scores = tl.where(kmask[None, :], scores, float("-inf"))
+    p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
+    return p / tl.sum(p, axis=1)[:, None]
+
+
+@triton.jit
 def _softmax_scores(z, wt, ba_ptr, K, K_PAD: tl.constexpr, PREC: tl.constexpr):
     """``softmax(z W_a^T + b_a)`` over the first ``K`` of ``K_PAD`` columns: ``(BLOCK_M, K_PAD)``."""
     kk = tl.arange(0, K_PAD)
     kmask = kk < K
     b = tl.load(ba_ptr + kk, mask=kmask, other=0.0).to(tl.float32)
-    scores = tl.dot(z, wt, input_precision=PREC) + b[None, :]
-    scores = tl.where(kmask[None, :], scores, float("-inf"))
-    p = tl.exp(scores - tl.max(scores, axis=1)[:, None])
-    return p / tl.sum(p, axis=1)[:, None]
+    return _masked_softmax(tl.dot(z, wt, input_precision=PREC) + b[None, :], kmask)
 
 
 @triton.jit
@@ -53,13 +58,15 @@ def _low_rank(alpha, u_ptr, v_ptr, D, K, R: tl.constexpr, K_PAD: tl.constexpr,
 # --------------------------------------------------------------------------- LoRAP forward
 @triton.jit
 def lorap_fwd_kernel(
-    s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr,
+    s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
     N, D, D_IN, K,
     SEPARATE_Z: tl.constexpr, R: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr, PREC: tl.constexpr,
-    HOIST_W: tl.constexpr,
+    HOIST_W: tl.constexpr, STORE_ALPHA: tl.constexpr,
 ):
-    """``out = s + (softmax(z W_a^T + b_a) U) V``; a persistent grid walks row blocks.
+    """``out = s + (softmax(z W_a^T + b_a) U) V`` with the score product on the tensor cores
+    (``tl.dot``); a persistent grid walks row blocks. ``STORE_ALPHA``: also write
+    ``alpha`` ``(N, K)`` float32 for the backward.
 
     ``HOIST_W``: load ``W_a^T`` once per program, outside the row loop (saves L1/L2 reads
     but keeps the tile live in registers / shared memory); otherwise once per block.
@@ -70,6 +77,7 @@ def lorap_fwd_kernel(
         wt_hoisted = _load_wt(wa_ptr, D_IN, K, BLOCK_DIN, K_PAD)
     cols = tl.arange(0, BLOCK_D)
     cin = tl.arange(0, BLOCK_DIN)
+    kk = tl.arange(0, K_PAD)
     num_tiles = tl.cdiv(N, BLOCK_M)
     for tile in range(pid, num_tiles, nprog):
         rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -88,26 +96,64 @@ def lorap_fwd_kernel(
         else:
             wt = _load_wt(wa_ptr, D_IN, K, BLOCK_DIN, K_PAD)
         alpha = _softmax_scores(z, wt, ba_ptr, K, K_PAD, PREC)
+        if STORE_ALPHA:
+            tl.store(alpha_ptr + rows64[:, None] * K + kk[None, :], alpha,
+                     mask=rmask[:, None] & (kk[None, :] < K))
         out = s + _low_rank(alpha, u_ptr, v_ptr, D, K, R, K_PAD, BLOCK_D)
         tl.store(out_ptr + rows64[:, None] * D + cols[None, :], out, mask=mask)
 
 
+@triton.jit
+def lorap_apply_kernel(
+    s_ptr, sc_ptr, u_ptr, v_ptr, out_ptr,
+    N, D, K,
+    R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
+    STORE_ALPHA: tl.constexpr,
+):
+    """Second half of the split forward: ``out = s + (softmax(scores) U) V`` for one block of
+    ``BLOCK_M`` rows, where ``scores = z W_a^T + b_a`` ``(N, K)`` float32 came from cuBLAS.
+
+    ``STORE_ALPHA``: overwrite ``scores`` with ``alpha = softmax(scores)`` in place (each
+    program reads and writes only its own rows) so the backward needs no recomputation.
+    """
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    rows64 = rows.to(tl.int64)
+    cols = tl.arange(0, BLOCK_D)
+    kk = tl.arange(0, K_PAD)
+    kmask = kk < K
+    amask = rmask[:, None] & kmask[None, :]
+    mask = rmask[:, None] & (cols[None, :] < D)
+    s = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    scores = tl.load(sc_ptr + rows64[:, None] * K + kk[None, :], mask=amask, other=0.0)
+    alpha = _masked_softmax(scores, kmask)
+    if STORE_ALPHA:
+        tl.store(sc_ptr + rows64[:, None] * K + kk[None, :], alpha, mask=amask)
+    out = s + _low_rank(alpha, u_ptr, v_ptr, D, K, R, K_PAD, BLOCK_D)
+    tl.store(out_ptr + rows64[:, None] * D + cols[None, :], out, mask=mask)
+
+
 # --------------------------------------------------------------------------- LoRAP backward
 @triton.jit
-def lorap_bwd_kernel(
-    g_ptr, s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr,
-    ds_ptr, dz_ptr, dwa_part, dba_part, du_part, dv_part,
+def lorap_bwd_rows_kernel(
+    g_ptr, alpha_ptr, wa_ptr, u_ptr, v_ptr,
+    dsc_ptr, dzs_ptr, dba_part, du_part, dv_part,
     N, D, D_IN, K,
-    SEPARATE_Z: tl.constexpr, R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr, PREC: tl.constexpr,
+    R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
 ):
-    """Gradients of the LoRAP head for ``g = dL/dout``; alpha is recomputed, never stored.
+    """Row-wise part of the LoRAP backward, from ``g = dL/dout`` and the forward's ``alpha``.
 
     Per row: ``d(alpha U) = g V^T``, ``d alpha = d(alpha U) U^T``,
-    ``d scores = alpha * (d alpha - <alpha, d alpha>)``, ``dz = d scores W_a``,
-    ``ds = g (+ dz when z is s)``. Parameter gradients (sums over rows) accumulate in
-    registers across this program's row blocks and are written once per program to
+    ``d scores = alpha * (d alpha - <alpha, d alpha>)``, written to ``dsc`` ``(N, K)``
+    float32 (the caller forms ``dW_a = d scores^T z`` with cuBLAS). ``dV``, ``dU``, ``db_a``
+    (sums over rows) accumulate across this program's row blocks and are written once to
     ``*_part[pid]``; the caller sums the partials (deterministic, no atomics).
+
+    ``FUSE_DZ``: also write ``dzs = d scores W_a (+ g when ADD_G)`` ``(N, D_IN)`` as ``K``
+    rank-1 updates on the CUDA cores (exact float32, no shared-memory tiles): column ``j`` of
+    ``d scores`` is read back from ``dsc`` after a barrier (the rows were just written by
+    this program, so the reads hit L1).
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -115,7 +161,7 @@ def lorap_bwd_kernel(
     cin = tl.arange(0, BLOCK_DIN)
     kk = tl.arange(0, K_PAD)
     rr = tl.arange(0, R_PAD)
-    dwa_acc = tl.zeros((K_PAD, BLOCK_DIN), dtype=tl.float32)
+    kmask = kk < K
     dba_acc = tl.zeros((K_PAD,), dtype=tl.float32)
     du_acc = tl.zeros((K_PAD, R_PAD), dtype=tl.float32)
     dv_acc = tl.zeros((R_PAD, BLOCK_D), dtype=tl.float32)
@@ -125,21 +171,12 @@ def lorap_bwd_kernel(
         rmask = rows < N
         rows64 = rows.to(tl.int64)
         mask = rmask[:, None] & (cols[None, :] < D)
-        offs = rows64[:, None] * D + cols[None, :]
-        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        if SEPARATE_Z:
-            zmask = rmask[:, None] & (cin[None, :] < D_IN)
-            z = tl.load(z_ptr + rows64[:, None] * D_IN + cin[None, :], mask=zmask, other=0.0)
-            z = z.to(tl.float32)
-        else:
-            z = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        # W_a is re-loaded per block (an L1 / L2 hit) rather than hoisted: hoisted, the
-        # shared-memory copies of its two dot operands stay live across the loop and, with
-        # tf32x3's split operands, exceed the 227 KB a block may use on an H100.
-        alpha = _softmax_scores(z, _load_wt(wa_ptr, D_IN, K, BLOCK_DIN, K_PAD), ba_ptr, K, K_PAD, PREC)
+        amask = rmask[:, None] & kmask[None, :]
+        g = tl.load(g_ptr + rows64[:, None] * D + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        alpha = tl.load(alpha_ptr + rows64[:, None] * K + kk[None, :], mask=amask, other=0.0)
         d_alpha = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
         for j in tl.static_range(R):
-            u_j = tl.load(u_ptr + kk * R + j, mask=kk < K, other=0.0).to(tl.float32)
+            u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)
             v_j = tl.load(v_ptr + j * D + cols, mask=cols < D, other=0.0).to(tl.float32)
             d_au_j = tl.sum(g * v_j[None, :], axis=1)           # (BLOCK_M,)
             au_j = tl.sum(alpha * u_j[None, :], axis=1)         # (BLOCK_M,)
@@ -148,22 +185,22 @@ def lorap_bwd_kernel(
             du_j = tl.sum(alpha * d_au_j[:, None], axis=0)      # (K_PAD,)
             dv_acc += tl.where(rr[:, None] == j, dv_j[None, :], 0.0)
             du_acc += tl.where(rr[None, :] == j, du_j[:, None], 0.0)
-        # Rows past N have g = 0, hence d_scores = 0: they add nothing to the sums below.
+        # Rows past N have g = 0 and alpha = 0, hence d_scores = 0: they add nothing below.
         d_scores = alpha * (d_alpha - tl.sum(alpha * d_alpha, axis=1)[:, None])
         dba_acc += tl.sum(d_scores, axis=0)
-        dwa_acc += tl.dot(tl.trans(d_scores), z, input_precision=PREC)
-        w = tl.load(wa_ptr + kk[:, None] * D_IN + cin[None, :],
-                    mask=(kk[:, None] < K) & (cin[None, :] < D_IN), other=0.0).to(tl.float32)
-        dz = tl.dot(d_scores, w, input_precision=PREC)   # (BLOCK_M, BLOCK_DIN)
-        if SEPARATE_Z:
-            zmask = rmask[:, None] & (cin[None, :] < D_IN)
-            tl.store(dz_ptr + rows64[:, None] * D_IN + cin[None, :], dz, mask=zmask)
-            tl.store(ds_ptr + offs, g, mask=mask)
-        else:
-            tl.store(ds_ptr + offs, g + dz, mask=mask)
-    kmask = kk < K
-    tl.store(dwa_part + pid * K * D_IN + kk[:, None] * D_IN + cin[None, :], dwa_acc,
-             mask=kmask[:, None] & (cin[None, :] < D_IN))
+        tl.store(dsc_ptr + rows64[:, None] * K + kk[None, :], d_scores, mask=amask)
+        if FUSE_DZ:
+            tl.debug_barrier()  # this block's d_scores rows are now visible to all its threads
+            if ADD_G:
+                acc = g          # D == D_IN here
+            else:
+                acc = tl.zeros((BLOCK_M, BLOCK_DIN), dtype=tl.float32)
+            for j in range(0, K):
+                c_j = tl.load(dsc_ptr + rows64 * K + j, mask=rmask, other=0.0)
+                w_j = tl.load(wa_ptr + j * D_IN + cin, mask=cin < D_IN, other=0.0).to(tl.float32)
+                acc += c_j[:, None] * w_j[None, :]
+            tl.store(dzs_ptr + rows64[:, None] * D_IN + cin[None, :], acc,
+                     mask=rmask[:, None] & (cin[None, :] < D_IN))
     tl.store(dba_part + pid * K + kk, dba_acc, mask=kmask)
     tl.store(du_part + pid * K * R + kk[:, None] * R + rr[None, :], du_acc,
              mask=kmask[:, None] & (rr[None, :] < R))
@@ -175,10 +212,11 @@ def lorap_bwd_kernel(
 @triton.jit
 def csr_agg_kernel(
     x_ptr, indices_ptr, weight_ptr, vstart_ptr, vlen_ptr, vout_ptr, inv_deg_ptr,
-    out_ptr, s_ptr, part_ptr,
+    out_ptr, s_ptr, part_ptr, alpha_ptr,
     wa_ptr, ba_ptr, u_ptr, v_ptr,
     NV, D, K,
     HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, LORAP: tl.constexpr, STORE_S: tl.constexpr,
+    STORE_ALPHA: tl.constexpr,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
     UNROLL: tl.constexpr, PREC: tl.constexpr,
 ):
@@ -189,7 +227,8 @@ def csr_agg_kernel(
     each loop step gathers one neighbour row for every segment of the block
     (``UNROLL`` steps issued back to back to keep several gathers in flight).
     ``vout >= 0``: the segment is the whole row ``vout``: finish it (mean, LoRAP epilogue)
-    and write ``out[vout]`` (and ``s[vout]`` when ``STORE_S``). ``vout < 0``: a piece of a
+    and write ``out[vout]`` (and ``s[vout]`` when ``STORE_S``, ``alpha[vout]`` ``(K,)`` when
+    ``STORE_ALPHA``). ``vout < 0``: a piece of a
     long row: write the raw partial sum to ``part[-vout - 1]``; the caller finishes those.
     """
     pid = tl.program_id(0)
@@ -223,6 +262,10 @@ def csr_agg_kernel(
     if LORAP:
         wt = _load_wt(wa_ptr, D, K, BLOCK_D, K_PAD)
         alpha = _softmax_scores(acc, wt, ba_ptr, K, K_PAD, PREC)
+        if STORE_ALPHA:
+            kk = tl.arange(0, K_PAD)
+            tl.store(alpha_ptr + row[:, None] * K + kk[None, :], alpha,
+                     mask=whole[:, None] & (kk[None, :] < K))
         res = acc + _low_rank(alpha, u_ptr, v_ptr, D, K, R, K_PAD, BLOCK_D)
     else:
         res = acc

@@ -2,8 +2,10 @@
 
 ``out_i = c_i * sum_{e: j -> i} w_e x_j`` with ``c_i = 1`` (``reduce="sum"``) or
 ``1 / in_degree_i`` (``"mean"``; rows without in-edges give zeros). The LoRAP variant
-applies ``s_i + (softmax(s_i W_a^T + b_a) U) V`` to each finished row ``s_i`` before writing
-it, so the head costs no extra pass over ``s`` (see :mod:`qgnn.kernels.lorap`).
+applies ``s_i + (softmax(s_i W_a^T + b_a) U) V`` to the aggregate: either in the
+aggregation kernel's epilogue, before each finished row ``s_i`` is written (no extra pass
+over ``s``), or (``AGG_LORAP_EPILOGUE = False``, measured faster on one H100) as
+:func:`qgnn.kernels.lorap.lorap_forward_triton` on the written aggregate.
 
 Shapes: ``indptr`` ``(N + 1,)``, ``indices`` ``(E,)`` (source of each edge, grouped by
 destination), ``edge_weight`` ``(E,)`` or ``None``, ``x`` ``(N, d)``.
@@ -36,6 +38,11 @@ AGG_WARPS = 8
 AGG_UNROLL = 2
 AGG_STAGES = 1
 MAX_SEGMENT = 256
+# LoRAP after aggregation: True fuses it into the aggregation's epilogue (score product on
+# the tensor cores inside the gather kernel: 255 registers, spills); False writes the
+# aggregate and runs lorap_forward_triton on it (its own mode, see lorap.fwd_mode).
+# Measured on the power-law graph below: 1449 us (epilogue) vs 983 us (separate) forward.
+AGG_LORAP_EPILOGUE = False
 
 
 # ----------------------------------------------------------------------------- references
@@ -137,12 +144,13 @@ def graph_plan(graph, max_segment: int = MAX_SEGMENT) -> CSRPlan:
 
 # ----------------------------------------------------------------------------- Triton launch
 def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, store_s=False,
-                     block_m=None, num_warps=None, unroll=None, num_stages=None):
+                     alpha_out=None, block_m=None, num_warps=None, unroll=None, num_stages=None):
     """One aggregation pass, no autograd. Returns ``(out, s)`` (``s`` only with ``store_s``).
 
     ``lorap`` is ``None`` or ``(weight_a, bias_a, U, V)`` for the fused epilogue. Long rows
     (split into pieces) are summed from their pieces here and finished with the same
-    LoRAP kernel, so every row gets the identical maths.
+    LoRAP kernel, so every row gets the identical maths. ``alpha_out`` (``(N, k)`` float32,
+    optional, with ``lorap``) receives the LoRAP weights ``alpha`` for the backward.
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -159,10 +167,12 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
         x, plan.indices, edge_weight if edge_weight is not None else x,
         plan.vstart, plan.vlen, plan.vout, plan.inv_deg,
         out, s if s is not None else out, part,
+        alpha_out if alpha_out is not None else out,
         wa, ba, U, V,
         plan.num_segments, d, k,
         HAS_WEIGHT=edge_weight is not None, MEAN=reduce == "mean", LORAP=lorap is not None,
-        STORE_S=store_s, R=r, BLOCK_M=block_m, BLOCK_D=max(16, _next_pow2(d)),
+        STORE_S=store_s, STORE_ALPHA=alpha_out is not None, R=r, BLOCK_M=block_m,
+        BLOCK_D=max(16, _next_pow2(d)),
         K_PAD=max(16, _next_pow2(k)), UNROLL=unroll or AGG_UNROLL, PREC=dot_precision(),
         num_warps=num_warps or AGG_WARPS, num_stages=num_stages or AGG_STAGES,
     )
@@ -175,7 +185,13 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
         hs = hs.to(x.dtype)
         if s is not None:
             s[rows] = hs
-        out[rows] = lorap_forward_triton(hs, *lorap) if lorap is not None else hs
+        if lorap is None:
+            out[rows] = hs
+        else:
+            ah = alloc((rows.numel(), k), x, f32) if alpha_out is not None else None
+            out[rows] = lorap_forward_triton(hs, *lorap, alpha_out=ah)
+            if ah is not None:
+                alpha_out[rows] = ah
     return out, s
 
 
@@ -216,24 +232,33 @@ class CSRAggregateFunction(torch.autograd.Function):
 
 
 class CSRAggregateLorapFunction(torch.autograd.Function):
-    """Autograd wrapper for aggregation + LoRAP epilogue.
+    """Autograd wrapper for aggregation + LoRAP (epilogue or separate, ``AGG_LORAP_EPILOGUE``).
 
-    The forward also writes ``s`` (the aggregate) when a gradient will be needed, since the
-    LoRAP backward needs it and recomputing it would repeat the whole gather.
+    When a gradient will be needed the forward also keeps ``s`` (the aggregate) and
+    ``alpha`` ``(N, k)``, since the LoRAP backward needs them and recomputing ``s`` would
+    repeat the whole gather.
     """
 
     @staticmethod
     def forward(ctx, x, weight_a, bias_a, U, V, edge_weight, plan, reduce):
         ctx.plan, ctx.reduce = plan, reduce
-        out, s = aggregate_triton(plan, edge_weight, x, reduce, (weight_a, bias_a, U, V),
-                                  store_s=True)
-        ctx.save_for_backward(s, weight_a, bias_a, U, V, edge_weight)
+        lorap = (weight_a, bias_a, U, V)
+        need = any(ctx.needs_input_grad[:5])
+        alpha = alloc((x.shape[0], U.shape[0]), x, torch.float32) if need else None
+        if AGG_LORAP_EPILOGUE:
+            out, s = aggregate_triton(plan, edge_weight, x, reduce, lorap, store_s=need,
+                                      alpha_out=alpha)
+        else:
+            s = aggregate_triton(plan, edge_weight, x, reduce)[0]
+            out = lorap_forward_triton(s, *lorap, alpha_out=alpha)
+        ctx.save_for_backward(s, weight_a, bias_a, U, V, edge_weight, alpha)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        s, weight_a, bias_a, U, V, edge_weight = ctx.saved_tensors
-        ds, _, dwa, dba, du, dv = lorap_backward_triton(grad.contiguous(), s, weight_a, bias_a, U, V)
+        s, weight_a, bias_a, U, V, edge_weight, alpha = ctx.saved_tensors
+        ds, _, dwa, dba, du, dv = lorap_backward_triton(grad.contiguous(), s, weight_a, bias_a,
+                                                        U, V, alpha=alpha)
         dx = None
         if ctx.needs_input_grad[0]:
             plan_t, w_t = _backward_weights(ctx.plan, edge_weight, ctx.reduce)

@@ -7,8 +7,19 @@ of ``k d``.
 
 :func:`lorap_inject` runs the Triton kernels on CUDA (or anywhere under
 ``QGNN_FORCE_TRITON=1``, e.g. the CPU interpreter with ``TRITON_INTERPRET=1``) and
-:func:`lorap_reference` otherwise. The Triton forward reads ``s`` (and ``z``) once and
-writes ``out`` once; the backward recomputes ``alpha`` from ``z`` rather than storing it.
+:func:`lorap_reference` otherwise.
+
+Forward, two modes (chosen per ``torch.backends.cuda.matmul.allow_tf32``, see :func:`fwd_mode`):
+``"split"``: cuBLAS forms the ``(N, k)`` scores ``z W_a^T + b_a`` (a GEMM it does well, in
+exact float32 unless tf32 is allowed), then one Triton pass reads ``s`` and the scores and
+writes ``out`` (and ``alpha`` over the scores, for the backward). ``"fused"``: one Triton
+pass with the score product on the tensor cores. Either way ``alpha`` ``(N, k)`` is kept for
+the backward (``k / d`` of the size of ``s``) instead of being recomputed.
+
+Backward: one Triton row pass reads ``g`` and ``alpha``, writes ``d scores`` ``(N, k)``,
+the ``dU``/``dV``/``db_a`` partial sums and (``BWD_FUSE_DZ``) ``ds = g + d scores W_a`` as
+``k`` rank-1 updates on the CUDA cores; cuBLAS forms ``dW_a = d scores^T z`` (and ``ds``
+when ``BWD_FUSE_DZ`` is off).
 """
 
 from __future__ import annotations
@@ -21,19 +32,29 @@ from qgnn.kernels._common import alloc, dot_precision, num_sms, use_triton
 
 Tensor = torch.Tensor
 
-# Row block and warps for the Triton kernels; chosen on one H100 (benchmarks/bench_kernels.py).
+# Tunables, chosen on one H100 (benchmarks/bench_kernels.py --quick times the variants;
+# N=169,343, d=256, k=40, r=2, see benchmarks/results/kernels_h100.md).
+# Forward mode with tf32 off (exact float32) and with tf32 allowed: "split" or "fused".
+# Measured: split 297 us vs fused 433 us with tf32 off; 212 vs 224 us with tf32 on.
+FWD_MODE_EXACT = "split"
+FWD_MODE_TF32 = "split"
+# Fused forward: row block, warps, W_a hoisted out of the row loop, programs per SM,
+# software-pipelining depth (1 keeps shared memory small: W_a^T tiles take 64 KB at d=256).
 FWD_BLOCK_M = 16
 FWD_WARPS = 8
 FWD_HOIST_W = True
+FWD_PROGRAMS_PER_SM = 4
+FWD_STAGES = 1
+# Split forward's Triton pass (one row block per program; ~64 registers a thread).
+APPLY_BLOCK_M = 8
+APPLY_WARPS = 4
+# Backward row pass: row block, warps, programs per SM (persistent grid; ~128 registers a
+# thread, so 16 warps fit on a multiprocessor), and whether it also forms ds (or dz)
+# itself (else cuBLAS does; 637 vs 671 us for the whole backward with tf32 off).
 BWD_BLOCK_M = 16
 BWD_WARPS = 8
-# Persistent grids: this many programs per multiprocessor.
-FWD_PROGRAMS_PER_SM = 4
-BWD_PROGRAMS_PER_SM = 1
-# Software-pipelining depth of the row loop; 1 keeps shared memory small (the W_a tiles
-# already take 64 KB at d=256) so that several programs fit on one multiprocessor.
-FWD_STAGES = 1
-BWD_STAGES = 1
+BWD_PROGRAMS_PER_SM = 2
+BWD_FUSE_DZ = True
 
 
 def lorap_reference(
@@ -88,35 +109,32 @@ def _meta(d: int, d_in: int, k: int, r: int) -> dict:
     )
 
 
-def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None,
-                         block_m=None, num_warps=None, num_stages=None):
-    """Triton forward, no autograd. ``out`` (``(N, d)``, optional) receives the result."""
-    from qgnn.kernels import _triton_kernels as tk
-
-    n, d = s.shape
-    k, r = U.shape
-    z = score_input
-    d_in = d if z is None else z.shape[1]
-    out = alloc((n, d), s) if out is None else out
-    block_m = block_m or FWD_BLOCK_M
-    tiles = -(-n // block_m)
-    grid = (max(1, min(tiles, FWD_PROGRAMS_PER_SM * num_sms(s.device))),)
-    tk.lorap_fwd_kernel[grid](
-        s, s if z is None else z, weight_a, bias_a, U, V, out,
-        n, d, d_in, k,
-        SEPARATE_Z=z is not None, BLOCK_M=block_m, num_warps=num_warps or FWD_WARPS,
-        num_stages=num_stages or FWD_STAGES, HOIST_W=FWD_HOIST_W,
-        **_meta(d, d_in, k, r),
-    )
-    return out
+def fwd_mode() -> str:
+    """``FWD_MODE_TF32`` when torch allows tf32 matmuls, else ``FWD_MODE_EXACT``."""
+    return FWD_MODE_TF32 if torch.backends.cuda.matmul.allow_tf32 else FWD_MODE_EXACT
 
 
-def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None,
-                          block_m=None, num_warps=None):
-    """Triton backward, no autograd.
+def _scores(z, weight_a, bias_a, out=None):
+    """``z W_a^T + b_a`` ``(N, k)`` in float32 through cuBLAS (``torch.addmm``)."""
+    f32 = torch.float32
+    return torch.addmm(bias_a.to(f32), z.to(f32), weight_a.to(f32).t(), out=out)
 
-    Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
-    ``s`` (its gradient is then folded into ``ds``).
+
+def lorap_alpha(z, weight_a, bias_a) -> Tensor:
+    """``softmax(z W_a^T + b_a)`` ``(N, k)`` float32 (torch ops), for a backward without a
+    stored ``alpha``."""
+    return torch.softmax(_scores(z, weight_a, bias_a), dim=-1)
+
+
+def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
+                         mode=None, block_m=None, num_warps=None, num_stages=None):
+    """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
+
+    Args:
+        out: optional ``(N, d)`` buffer for the result.
+        alpha_out: optional ``(N, k)`` float32 buffer that receives ``alpha``.
+        mode: ``"split"`` or ``"fused"``; ``None`` means :func:`fwd_mode`.
+        block_m, num_warps, num_stages: override the tunables of the chosen mode.
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -124,27 +142,89 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None,
     k, r = U.shape
     z = score_input
     d_in = d if z is None else z.shape[1]
+    out = alloc((n, d), s) if out is None else out
+    meta = _meta(d, d_in, k, r)
+    mode = mode or fwd_mode()
+    if mode == "split":
+        scores = _scores(s if z is None else z, weight_a, bias_a, out=alpha_out)
+        block_m = block_m or APPLY_BLOCK_M
+        tk.lorap_apply_kernel[(max(1, -(-n // block_m)),)](
+            s, scores, U, V, out, n, d, k,
+            R=r, BLOCK_M=block_m, BLOCK_D=meta["BLOCK_D"], K_PAD=meta["K_PAD"],
+            STORE_ALPHA=alpha_out is not None,
+            num_warps=num_warps or APPLY_WARPS, num_stages=num_stages or 1,
+        )
+        return out
+    if mode != "fused":
+        raise ValueError(f"mode must be 'split' or 'fused', got {mode!r}.")
+    block_m = block_m or FWD_BLOCK_M
+    tiles = -(-n // block_m)
+    grid = (max(1, min(tiles, FWD_PROGRAMS_PER_SM * num_sms(s.device))),)
+    tk.lorap_fwd_kernel[grid](
+        s, s if z is None else z, weight_a, bias_a, U, V, out,
+        alpha_out if alpha_out is not None else out,
+        n, d, d_in, k,
+        SEPARATE_Z=z is not None, BLOCK_M=block_m, num_warps=num_warps or FWD_WARPS,
+        num_stages=num_stages or FWD_STAGES, HOIST_W=FWD_HOIST_W,
+        STORE_ALPHA=alpha_out is not None, **meta,
+    )
+    return out
+
+
+def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
+                          fuse_dz=None, block_m=None, num_warps=None):
+    """Triton + cuBLAS backward, no autograd.
+
+    Args:
+        g: ``(N, d)`` gradient of the output; s, weight_a, bias_a, U, V, score_input: the
+            forward's inputs.
+        alpha: ``(N, k)`` float32 from the forward (``alpha_out``); ``None`` recomputes it.
+        fuse_dz: form ``ds`` / ``dz`` in the Triton pass (``None``: ``BWD_FUSE_DZ``).
+
+    Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
+    ``s`` (its gradient is then folded into ``ds``); with a separate score input ``ds`` is
+    ``g`` itself.
+    """
+    from qgnn.kernels import _triton_kernels as tk
+
+    n, d = s.shape
+    k, r = U.shape
+    z = score_input
+    zz = s if z is None else z
+    d_in = zz.shape[1]
+    f32 = torch.float32
+    if alpha is None:
+        alpha = lorap_alpha(zz, weight_a, bias_a)
+    fuse = BWD_FUSE_DZ if fuse_dz is None else fuse_dz
     block_m = block_m or BWD_BLOCK_M
     tiles = -(-n // block_m)
     progs = max(1, min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
-    f32 = torch.float32
-    ds = alloc((n, d), s)
-    dz = alloc((n, d_in), z) if z is not None else ds
-    dwa_part = alloc((progs, k, d_in), s, f32)
+    dsc = alloc((n, k), s, f32)
+    dzs = alloc((n, d_in), zz) if fuse else dsc
     dba_part = alloc((progs, k), s, f32)
     du_part = alloc((progs, k, r), s, f32)
     dv_part = alloc((progs, r, d), s, f32)
-    tk.lorap_bwd_kernel[(progs,)](
-        g, s, s if z is None else z, weight_a, bias_a, U, V,
-        ds, dz, dwa_part, dba_part, du_part, dv_part,
+    tk.lorap_bwd_rows_kernel[(progs,)](
+        g, alpha, weight_a, U, V,
+        dsc, dzs, dba_part, du_part, dv_part,
         n, d, d_in, k,
-        SEPARATE_Z=z is not None, R_PAD=max(2, _next_pow2(r)), BLOCK_M=block_m,
-        num_warps=num_warps or BWD_WARPS, num_stages=BWD_STAGES, **_meta(d, d_in, k, r),
+        R=r, R_PAD=max(2, _next_pow2(r)), BLOCK_M=block_m,
+        BLOCK_D=max(16, _next_pow2(d)), BLOCK_DIN=max(16, _next_pow2(d_in)),
+        K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None,
+        num_warps=num_warps or BWD_WARPS, num_stages=1,
     )
+    if not fuse:  # d scores W_a through cuBLAS
+        w32 = weight_a.to(f32)
+        if z is None:
+            dzs = torch.addmm(g.to(f32), dsc, w32).to(s.dtype)
+        else:
+            dzs = torch.mm(dsc, w32).to(z.dtype)
+    ds, dz = (dzs, None) if z is None else (g, dzs)
+    dwa = torch.mm(dsc.t(), zz.to(f32))
     return (
         ds,
-        dz if z is not None else None,
-        dwa_part.sum(0).to(weight_a.dtype),
+        dz,
+        dwa.to(weight_a.dtype),
         dba_part.sum(0).to(bias_a.dtype),
         du_part.sum(0).to(U.dtype),
         dv_part.sum(0).to(V.dtype),
@@ -156,14 +236,18 @@ class LorapInjectFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, weight_a, bias_a, U, V, score_input):
-        ctx.save_for_backward(s, weight_a, bias_a, U, V, score_input)
-        return lorap_forward_triton(s, weight_a, bias_a, U, V, score_input)
+        alpha = None
+        if any(ctx.needs_input_grad):
+            alpha = alloc((s.shape[0], U.shape[0]), s, torch.float32)
+        out = lorap_forward_triton(s, weight_a, bias_a, U, V, score_input, alpha_out=alpha)
+        ctx.save_for_backward(s, weight_a, bias_a, U, V, score_input, alpha)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        s, weight_a, bias_a, U, V, z = ctx.saved_tensors
+        s, weight_a, bias_a, U, V, z, alpha = ctx.saved_tensors
         ds, dz, dwa, dba, du, dv = lorap_backward_triton(
-            grad.contiguous(), s, weight_a, bias_a, U, V, z
+            grad.contiguous(), s, weight_a, bias_a, U, V, z, alpha=alpha
         )
         return ds, dwa, dba, du, dv, dz
 

@@ -42,8 +42,12 @@ CASES = [  # n (not a multiple of the row block), edges, d, k, r, reduce, max_se
 ]
 
 
+@pytest.mark.parametrize("epilogue", [True, False])
 @pytest.mark.parametrize("n,e,d,k,r,reduce,seg,weighted", CASES)
-def test_aggregate_lorap_matches_float64(force_triton, n, e, d, k, r, reduce, seg, weighted):
+def test_aggregate_lorap_matches_float64(force_triton, monkeypatch, n, e, d, k, r, reduce, seg,
+                                         weighted, epilogue):
+    """LoRAP fused into the aggregation's epilogue, or run on the stored aggregate."""
+    monkeypatch.setattr(agg, "AGG_LORAP_EPILOGUE", epilogue)
     seed = torch.randint(0, 2**31, (1,)).item()
     graph = random_graph(n, e, seed, weighted)
     plan = CSRPlan(graph.indptr, graph.indices, seg)
