@@ -10,13 +10,14 @@
 #           GCN fp32, the A2Q example config, and W4A4 QAT GCN with no prompt /
 #           GPF-LoRAP (fused kernel) / GPF-LoRAP (torch ops)
 #   grid    the QAT accuracy grids (configs/sweeps/qat_planetoid_*.yaml) on all GPUs
+#   prompts the prompt recovery grids (configs/sweeps/prompts_planetoid_*.yaml)
 # JOBS (default 12) runs share the GPUs during grids. Results: OUT_DIR/*.json, *.md and
 # OUT_DIR/runs.tgz (every metrics.json; no checkpoints).
 set -uo pipefail
 DATA=$1
 OUT=$2
 shift 2
-STEPS=${*:-env train arxiv grid}
+STEPS=${*:-env train arxiv grid prompts}
 PY=${PYTHON:-python3}
 JOBS=${JOBS:-12}
 WORK=${WORK:-/tmp/qgnn-gpu-suite}
@@ -65,8 +66,11 @@ step_arxiv() {
         --set prompt.node=gpf_plus --set prompt.aggregation=lorap --set prompt.fused=false
 }
 
-step_grid() {
-    for sweep in configs/sweeps/qat_planetoid_*.yaml; do
+step_grid() { run_sweeps configs/sweeps/qat_planetoid_*.yaml; }
+step_prompts() { run_sweeps configs/sweeps/prompts_planetoid_*.yaml; }
+
+run_sweeps() {
+    for sweep in "$@"; do
         local name
         name=$(basename "$sweep" .yaml)
         $PY sweep.py --sweep "$sweep" --device cuda --jobs "$JOBS" --data-root "$DATA" \

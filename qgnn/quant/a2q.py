@@ -13,7 +13,10 @@ Parts chosen (DESIGN §3):
   ``output``): per-feature-channel learnable steps at the same fixed width.
 - Other sites (aggregates, layer outputs, edge tensors) stay in full precision, as in A2Q.
 - Loss term: ``a * relu(M - M_target)**2`` with ``M`` the node-feature memory in KB,
-  ``sum_sites sum_i b_i * F_site / 8 / 1024``, from the bits of the last forward pass.
+  ``sum_sites sum_i b_i * F_site / 8 / 1024``, from the bits of the last forward pass;
+  ``M_target`` by default the memory at the starting width.
+- Steps are learned in the log domain by default (``a2q.step_param``; see
+  :class:`~qgnn.quant.config.A2QOptions` for the measured reason).
 
 :meth:`A2QFramework.summary` reports the average bit width the features land on.
 """
@@ -78,12 +81,13 @@ class A2QFramework(QuantFramework):
         opts = self.cfg.a2q
         bits = self.cfg.resolved_weight_bits()
         if kind == "weight":
-            return LSQQuantizer(bits, granularity="per_row", signed=True)
+            return LSQQuantizer(bits, granularity="per_row", signed=True, step_param=opts.step_param)
         if kind == "node" and site in NODE_FEATURE_SITES:
             return NodeWiseQuantizer(self.node_mode, self.cfg.a2q_init_bits(), opts.min_bits,
-                                     opts.max_bits, opts.bank_size)
+                                     opts.max_bits, opts.bank_size, step_param=opts.step_param)
         if kind == "node" and site in linear_output_sites(layer):
-            return LSQQuantizer(bits, granularity="per_column", signed=None)
+            return LSQQuantizer(bits, granularity="per_column", signed=None,
+                                step_param=opts.step_param)
         return nn.Identity()
 
     def node_quantizers(self, model: nn.Module) -> list[NodeWiseQuantizer]:
@@ -97,7 +101,7 @@ class A2QFramework(QuantFramework):
         if self.cfg.a2q.memory_target_kb is not None:
             return float(self.cfg.a2q.memory_target_kb)
         elements = sum(int(q.observed_numel) for q in self.node_quantizers(model))
-        return self.cfg.a2q.target_bits * elements / BITS_PER_KB
+        return self.cfg.a2q_target_bits() * elements / BITS_PER_KB
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         """``a * relu(M - M_target)**2``; call after the forward pass, before ``backward``."""

@@ -23,6 +23,8 @@ from qgnn.errors import ConfigError
 
 METHODS = ("fp32", "qat", "dq", "a2q", "mixq")
 EDGE_MASKS = ("source", "none")
+DQ_INPUT_RANGES = ("percentile", "minmax")
+STEP_PARAMS = ("linear", "log")
 A2Q_NODE_MODES = ("auto", "per_node", "bank")
 MIXQ_BASES = ("qat", "dq")
 MAX_BITS = 16
@@ -30,7 +32,13 @@ MAX_BITS = 16
 
 @dataclass
 class QATOptions:
-    """Vanilla QAT. ``momentum``: weight of each batch in the running min/max."""
+    """Vanilla QAT. ``momentum``: weight of each batch in the running min/max.
+
+    DESIGN's 0.01 assumes many optimizer steps per epoch. Full-batch node classification
+    takes one step (one observation) per epoch, so at 0.01 the ranges stay near their
+    first-epoch values for the whole run while the weights and activations grow (Cora GCN
+    W8A8: 67% test at 0.01, 82.5% at 0.1); the shipped full-batch configs set 0.1.
+    """
 
     momentum: float = 0.01
 
@@ -48,6 +56,11 @@ class DQOptions:
         momentum: running average of the percentile ranges.
         edge_mask: ``"source"``: edge tensors take their source node's mask;
             ``"none"``: edge tensors are always quantized.
+        input_range: range rule of the model's raw input (the first layer's ``input``
+            site): ``"percentile"`` as every other activation (DESIGN), or ``"minmax"``
+            (momentum min/max, as vanilla QAT). Sparse inputs need ``"minmax"``: Cora's
+            row-normalised bag of words is 98.7% zeros, so its 99th percentile is 0 and
+            the 1%/99% range clips every informative entry (Cora GCN DQ W4A4: 13-32% test).
     """
 
     p_low: Optional[float] = None
@@ -56,6 +69,7 @@ class DQOptions:
     sample_size: int = 65536
     momentum: float = 0.01
     edge_mask: str = "source"
+    input_range: str = "percentile"
 
 
 @dataclass
@@ -67,10 +81,16 @@ class A2QOptions:
         min_bits, max_bits: range of the learnable bit widths.
         penalty: ``a`` in ``a * relu(M - M_target)**2`` (M in KB).
         memory_target_kb: ``M_target``; ``None`` derives it from ``target_bits``.
-        target_bits: ``M_target`` = the feature memory at this average bit width.
+        target_bits: ``M_target`` = the feature memory at this average bit width; ``None``:
+            the starting width (so W8 runs are held near 8 bits and W4 runs near 4).
         bank_size: rows of the (step, bits) bank used for unseen nodes.
         node_mode: ``"per_node"`` (fixed node set), ``"bank"`` (graph tasks) or ``"auto"``
             (bank for a :class:`~qgnn.nn.GraphPredictor`, per node otherwise).
+        step_param: ``"log"`` (learn ``log s``) or ``"linear"`` (learn ``s``, as LSQ is
+            published). Adam moves every parameter by about ``lr`` per step; Cora's
+            feature-channel steps start near 0.005, so at lr 0.01 linear steps cross zero in
+            the first update and their channels die (Cora GCN A2Q W4: 32-43% test). In the
+            log domain the same update is a 1% relative change.
     """
 
     init_bits: Optional[float] = None
@@ -78,9 +98,10 @@ class A2QOptions:
     max_bits: int = 8
     penalty: float = 1e-4
     memory_target_kb: Optional[float] = None
-    target_bits: float = 4.0
+    target_bits: Optional[float] = None
     bank_size: int = 1000
     node_mode: str = "auto"
+    step_param: str = "log"
 
 
 @dataclass
@@ -88,10 +109,14 @@ class MixQOptions:
     """MixQ.
 
     Attributes:
-        bits: candidate widths of every component.
+        bits: candidate widths of every component. When ``quant.weight_bits`` /
+            ``quant.act_bits`` are set they cap the candidates of weights / activations
+            (W4A4 with bits (2, 4, 8) searches {2, 4}), so one sweep ``--set`` of the bits
+            means the same for every method.
         memory_weight: ``lambda`` in ``loss + lambda * expected memory (KB)``.
         search_epochs: epochs of relaxed search before the widths are fixed.
-        base: parts used for each candidate and for retraining: ``"qat"`` or ``"dq"``.
+        base: parts used for each candidate and for retraining: ``"qat"`` or ``"dq"``;
+            the base's own section (``quant.qat`` or ``quant.dq``) sets its options.
         reinit: re-initialise the model's weights when the widths are fixed.
     """
 
@@ -153,6 +178,18 @@ class QuantConfig:
             return float(self.a2q.init_bits)
         return float(self.resolved_act_bits())
 
+    def a2q_target_bits(self) -> float:
+        if self.a2q.target_bits is not None:
+            return float(self.a2q.target_bits)
+        return self.a2q_init_bits()
+
+    def mixq_candidates(self, kind: str) -> tuple:
+        """Candidate widths of a ``"weight"`` or activation component, capped by the bits."""
+        cap = self.weight_bits if kind == "weight" else self.act_bits
+        if cap is None:
+            return tuple(self.mixq.bits)
+        return tuple(b for b in self.mixq.bits if b <= cap)
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         _choice("quant.method", self.method, METHODS)
@@ -177,6 +214,7 @@ class QuantConfig:
         _int_in("quant.dq.sample_size", dq.sample_size, 1, None)
         _number_in("quant.dq.momentum", dq.momentum, 0.0, 1.0, low_open=True)
         _choice("quant.dq.edge_mask", dq.edge_mask, EDGE_MASKS)
+        _choice("quant.dq.input_range", dq.input_range, DQ_INPUT_RANGES)
 
         a2q = self.a2q
         _int_in("quant.a2q.min_bits", a2q.min_bits, 1, MAX_BITS)
@@ -189,9 +227,11 @@ class QuantConfig:
         _number_in("quant.a2q.penalty", a2q.penalty, 0.0, None)
         if a2q.memory_target_kb is not None:
             _number_in("quant.a2q.memory_target_kb", a2q.memory_target_kb, 0.0, None)
-        _number_in("quant.a2q.target_bits", a2q.target_bits, 0.0, MAX_BITS)
+        if a2q.target_bits is not None:
+            _number_in("quant.a2q.target_bits", a2q.target_bits, 0.0, MAX_BITS)
         _int_in("quant.a2q.bank_size", a2q.bank_size, 1, None)
         _choice("quant.a2q.node_mode", a2q.node_mode, A2Q_NODE_MODES)
+        _choice("quant.a2q.step_param", a2q.step_param, STEP_PARAMS)
 
         mixq = self.mixq
         if isinstance(mixq.bits, list):
@@ -207,6 +247,13 @@ class QuantConfig:
         _number_in("quant.mixq.memory_weight", mixq.memory_weight, 0.0, None)
         _int_in("quant.mixq.search_epochs", mixq.search_epochs, 0, None)
         _choice("quant.mixq.base", mixq.base, MIXQ_BASES)
+        if self.method == "mixq":
+            for kind, key in (("weight", "weight_bits"), ("act", "act_bits")):
+                if not self.mixq_candidates(kind):
+                    raise ConfigError(
+                        f"quant.{key} = {getattr(self, key)} is below every MixQ candidate "
+                        f"width {list(mixq.bits)}; MixQ searches the candidates up to the bits."
+                    )
         if not isinstance(mixq.reinit, bool):
             raise ConfigError(f"quant.mixq.reinit must be true or false, got {mixq.reinit!r}.")
 
@@ -216,7 +263,7 @@ class QuantConfig:
         """Build from a mapping (a YAML section); unknown keys and misplaced sections fail.
 
         A per-method section (``qat``, ``dq``, ``a2q``, ``mixq``) is accepted only for the
-        chosen method (and ``dq`` also for MixQ on a DQ base).
+        chosen method (and for MixQ also its base's section, ``qat`` or ``dq``).
         """
         data = dict(data or {})
         sections = {"qat": QATOptions, "dq": DQOptions, "a2q": A2QOptions, "mixq": MixQOptions}
@@ -232,7 +279,7 @@ class QuantConfig:
             if key not in sections:
                 kwargs[key] = value
                 continue
-            used = key == method or (key == "dq" and method == "mixq" and base == "dq")
+            used = key == method or (method == "mixq" and key == base)
             if not used:
                 raise ConfigError(
                     f"{prefix}.{key} is set but {prefix}.method is {method!r}; remove the "
@@ -254,8 +301,8 @@ class QuantConfig:
         full = dataclasses.asdict(self)
         full["mixq"]["bits"] = list(self.mixq.bits)
         used = {self.method}
-        if self.method == "mixq" and self.mixq.base == "dq":
-            used.add("dq")
+        if self.method == "mixq":
+            used.add(self.mixq.base)
         return {k: v for k, v in full.items()
                 if k not in ("qat", "dq", "a2q", "mixq") or k in used}
 

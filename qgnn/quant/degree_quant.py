@@ -14,6 +14,8 @@ Parts chosen (DESIGN §3):
 - Activations: per-tensor affine grid, range from the momentum average (0.01) of the batch
   0.1% / 99.9% percentiles at INT8 and 1% / 99% below 8 bits, computed on a random sample of
   large tensors; the quantized path and the protected path keep separate observers.
+  ``dq.input_range: minmax`` gives the model's raw input momentum min/max instead (sparse
+  inputs such as bag-of-words have a 99th percentile of 0).
 - Weights: per-tensor symmetric grid over the momentum min/max (weights have no outlier
   nodes to clip).
 - Gradients: clipped STE everywhere (zero gradient where the value was clamped).
@@ -68,16 +70,21 @@ class DegreeQuantFramework(QuantFramework):
         return FakeQuantize(bits, symmetric=True, signed=True,
                             observer=MinMaxObserver(self.cfg.dq.momentum), gradient="clipped")
 
-    def activation_part(self, kind: str, bits: int) -> nn.Module:
-        observer = PercentileObserver(self.cfg.dq_percentile(bits), self.cfg.dq.sample_size,
-                                      self.cfg.dq.momentum)
+    def activation_part(self, kind: str, bits: int, model_input: bool = False) -> nn.Module:
+        """Masked affine quantizer; ``model_input``: the raw input (see ``dq.input_range``)."""
+        if model_input and self.cfg.dq.input_range == "minmax":
+            observer = MinMaxObserver(self.cfg.dq.momentum)
+        else:
+            observer = PercentileObserver(self.cfg.dq_percentile(bits), self.cfg.dq.sample_size,
+                                          self.cfg.dq.momentum)
         inner = FakeQuantize(bits, symmetric=False, observer=observer, gradient="clipped")
         return MaskedQuantizer(inner, self.context, kind)
 
     def make_quantizer(self, layer: nn.Module, site: str, kind: str) -> nn.Module:
         if kind == "weight":
             return self.weight_part(self.cfg.resolved_weight_bits())
-        return self.activation_part(kind, self.cfg.resolved_act_bits())
+        return self.activation_part(kind, self.cfg.resolved_act_bits(),
+                                    model_input=self.is_model_input(layer, site))
 
     def summary(self, model: nn.Module) -> dict:
         return {"method": self.method, "weight_bits": self.cfg.resolved_weight_bits(),

@@ -86,6 +86,7 @@ class QuantFramework:
         self.cfg.validate()
         self.context = QuantContext()
         self._hooks: dict[int, torch.utils.hooks.RemovableHandle] = {}
+        self.input_layer: Optional[nn.Module] = None  # first quantizable layer of the model
 
     # ------------------------------------------------------------------ parts
     def make_quantizer(self, layer: nn.Module, site: str, kind: str) -> nn.Module:
@@ -118,6 +119,7 @@ class QuantFramework:
                     f"layer {name or type(layer).__name__} already has quantizers at {taken}; "
                     "attach a framework to a fresh model (or call detach first)."
                 )
+        self.input_layer = layers[0][1]
         for _, layer in layers:
             for site, kind in layer.QUANT_SITES.items():
                 layer.quant[site] = self.make_quantizer(layer, site, kind)
@@ -126,6 +128,14 @@ class QuantFramework:
         if example is not None:
             self.initialize(model, *example)
         return model
+
+    def is_model_input(self, layer: nn.Module, site: str) -> bool:
+        """Whether ``layer.quant[site]`` sees the model's raw input (the first layer's input).
+
+        Valid during :meth:`attach` (and after it). For a model with its own encoder before
+        the first quantizable layer this is the encoder's output.
+        """
+        return site == "input" and layer is self.input_layer
 
     def after_attach(self, model: nn.Module) -> None:
         """Hook for subclasses (nothing by default)."""

@@ -3,7 +3,8 @@
 Parts chosen (DESIGN §3):
 
 - Every site (weights, node and edge tensors) becomes a :class:`MixedQuantizer` over the
-  candidate widths ``cfg.mixq.bits`` (default {2, 4, 8}), each candidate built by the base
+  candidate widths ``cfg.mixq.bits`` (default {2, 4, 8}; capped by ``weight_bits`` /
+  ``act_bits`` when those are set), each candidate built by the base
   framework's parts (vanilla QAT, or Degree-Quant with its shared protective mask), with
   learnable logits per component.
 - Search phase (the first ``search_epochs`` epochs): the forward mixes the candidates'
@@ -43,11 +44,18 @@ class MixQFramework(QuantFramework):
         self.base = base_cls(self.cfg)
         self.context = self.base.context  # DQ candidates read the mask sampled for this model
 
+    def attach(self, model: nn.Module, example: Optional[tuple] = None) -> nn.Module:
+        model = super().attach(model, example)
+        self.base.input_layer = self.input_layer
+        return model
+
     def make_quantizer(self, layer: nn.Module, site: str, kind: str) -> nn.Module:
         if kind == "weight":
-            candidates = [self.base.weight_part(b) for b in self.cfg.mixq.bits]
+            candidates = [self.base.weight_part(b) for b in self.cfg.mixq_candidates("weight")]
         else:
-            candidates = [self.base.activation_part(kind, b) for b in self.cfg.mixq.bits]
+            model_input = self.is_model_input(layer, site)
+            candidates = [self.base.activation_part(kind, b, model_input=model_input)
+                          for b in self.cfg.mixq_candidates("act")]
         return MixedQuantizer(candidates)
 
     def after_attach(self, model: nn.Module) -> None:

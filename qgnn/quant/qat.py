@@ -46,7 +46,7 @@ class QATFramework(QuantFramework):
     def weight_part(self, bits: int) -> nn.Module:
         return weight_quantizer(bits, self.cfg.qat.momentum)
 
-    def activation_part(self, kind: str, bits: int) -> nn.Module:
+    def activation_part(self, kind: str, bits: int, model_input: bool = False) -> nn.Module:
         return activation_quantizer(bits, self.cfg.qat.momentum)
 
     def make_quantizer(self, layer: nn.Module, site: str, kind: str) -> nn.Module:

@@ -150,11 +150,24 @@ class LSQQuantizer(QuantizerBase):
     group; its gradient is LSQ's, scaled by ``1 / sqrt(numel_per_group * qmax)``; the
     gradient to ``x`` is zero where the value was clamped.
 
+    Step parametrisation (``step_param``):
+
+    - ``"linear"`` (LSQ as published): the parameter ``step`` is ``s`` itself.
+    - ``"log"``: the parameter ``log_step`` is ``log s`` (``s = exp(log_step)``, always
+      positive). The gradient is the same LSQ gradient times ``s``. Under Adam every
+      parameter moves by about ``lr`` per step whatever its gradient's scale, so a linear
+      step of size 0.005 (a Cora feature column at 4 bits) moves by 100-200% per step at
+      lr 0.01 and crosses zero (a dead, all-zero channel); in the log domain the same
+      update is a 1% relative change.
+
+    :meth:`step_size` returns ``s`` (positive, differentiable) in both cases.
+
     Args:
         bits: bit width (``2**bits`` levels).
         granularity: ``"per_tensor"``, ``"per_row"`` or ``"per_column"``.
         signed: ``True`` / ``False``, or ``None`` to pick unsigned when the first tensor is
             non-negative.
+        step_param: ``"linear"`` or ``"log"``.
 
     Example::
 
@@ -167,18 +180,22 @@ class LSQQuantizer(QuantizerBase):
         (torch.Size([8]), True)
     """
 
-    _lazy_tensors = ("step",)
+    _lazy_tensors = ("step", "log_step")
 
-    def __init__(self, bits: int, granularity: str = "per_tensor", signed: Optional[bool] = True):
+    def __init__(self, bits: int, granularity: str = "per_tensor", signed: Optional[bool] = True,
+                 step_param: str = "linear"):
         super().__init__()
         if granularity not in QF.GRANULARITIES:
             raise ValueError(f"granularity must be one of {QF.GRANULARITIES}, got {granularity!r}.")
+        if step_param not in STEP_PARAMS:
+            raise ValueError(f"step_param must be one of {STEP_PARAMS}, got {step_param!r}.")
         self.bits = int(bits)
         self.granularity = granularity
         self.fixed_sign = signed
+        self.step_param = step_param
         self.nominal_bits = float(self.bits)
         # Shape set by the first tensor (in place, so optimizers built earlier still see it).
-        self.step = nn.Parameter(torch.ones(()))
+        _register_step(self, torch.ones(()))
         self.register_buffer("signed", torch.tensor(True if signed is None else signed))
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -191,21 +208,27 @@ class LSQQuantizer(QuantizerBase):
         positive = absmax[absmax > 0]
         fallback = positive.mean() if positive.numel() else torch.tensor(1.0)
         absmax = torch.where(absmax > 0, absmax, fallback)
-        self.step.data = (absmax / max(qmax, 1)).to(self.step.dtype).clone()
+        _set_step(self, absmax / max(qmax, 1))
         self.initialized.fill_(True)
+
+    def step_size(self) -> Tensor:
+        """The step ``s`` (positive, with gradient to the parameter)."""
+        return _step_value(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if not bool(self.initialized):
             self._initialize(x)
         qmin, qmax = QF.int_range(self.bits, bool(self.signed))
-        group = max(x.numel() // max(self.step.numel(), 1), 1)
-        step = QF.grad_scale(self.step, 1.0 / math.sqrt(group * max(qmax, 1)))
-        step = QF.broadcastable(step.clamp_min(QF.MIN_SCALE), x, self.granularity)
+        raw = _step_parameter(self)
+        group = max(x.numel() // max(raw.numel(), 1), 1)
+        raw = QF.grad_scale(raw, 1.0 / math.sqrt(group * max(qmax, 1)))
+        step = _positive_step(raw, self.step_param)
+        step = QF.broadcastable(step, x, self.granularity)
         self._record(x, self.bits)
         return QF.fake_quantize(x, step, 0.0, qmin, qmax, "clipped")
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, granularity={self.granularity}"
+        return f"bits={self.bits}, granularity={self.granularity}, step_param={self.step_param}"
 
 
 class _AddGradientOf(torch.autograd.Function):
@@ -224,6 +247,41 @@ class _AddGradientOf(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         return grad, torch.ones(ctx.loss_shape, dtype=grad.dtype, device=grad.device)
+
+
+STEP_PARAMS = ("linear", "log")
+
+
+def _register_step(module: nn.Module, init: Tensor) -> None:
+    """Register the step parameter: ``step`` (linear) or ``log_step`` (log domain)."""
+    if module.step_param == "log":
+        module.log_step = nn.Parameter(init.log())
+    else:
+        module.step = nn.Parameter(init)
+
+
+def _step_parameter(module: nn.Module) -> nn.Parameter:
+    return module.log_step if module.step_param == "log" else module.step
+
+
+@torch.no_grad()
+def _set_step(module: nn.Module, value: Tensor) -> None:
+    """Set the step to ``value`` (positive), replacing the parameter's data in place."""
+    param = _step_parameter(module)
+    value = value.clamp_min(QF.MIN_SCALE).to(param.dtype)
+    param.data = (value.log() if module.step_param == "log" else value).clone()
+
+
+def _positive_step(raw: Tensor, step_param: str) -> Tensor:
+    if step_param == "log":
+        return raw.exp().clamp_min(QF.MIN_SCALE)
+    # |s|: a linear step that an optimizer pushed below zero keeps working (and learning)
+    # as its mirror image instead of freezing at the clamp with zero gradient.
+    return raw.abs().clamp_min(QF.MIN_SCALE)
+
+
+def _step_value(module: nn.Module) -> Tensor:
+    return _positive_step(_step_parameter(module), module.step_param)
 
 
 def round_bits(bits: Tensor, min_bits: int, max_bits: int) -> Tensor:
@@ -259,6 +317,8 @@ class NodeWiseQuantizer(QuantizerBase):
         init_bits: starting bit width (A2Q: 4).
         min_bits, max_bits: range of the learnable bit width.
         bank_size: rows in the bank (``mode="bank"``).
+        step_param: ``"linear"`` (parameter ``step``) or ``"log"`` (parameter ``log_step``),
+            as for :class:`LSQQuantizer`.
 
     Shapes: ``x`` ``(N, *F)`` -> ``(N, *F)``.
 
@@ -274,13 +334,16 @@ class NodeWiseQuantizer(QuantizerBase):
     """
 
     MODES = ("per_node", "bank")
-    _lazy_tensors = ("step", "bits")
+    _lazy_tensors = ("step", "log_step", "bits")
 
     def __init__(self, mode: str = "per_node", init_bits: float = 4.0, min_bits: int = 1,
-                 max_bits: int = 8, bank_size: int = 1000):
+                 max_bits: int = 8, bank_size: int = 1000, step_param: str = "linear"):
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}.")
+        if step_param not in STEP_PARAMS:
+            raise ValueError(f"step_param must be one of {STEP_PARAMS}, got {step_param!r}.")
+        self.step_param = step_param
         if not min_bits <= init_bits <= max_bits:
             raise ValueError(f"init_bits={init_bits} is outside [{min_bits}, {max_bits}].")
         self.mode = mode
@@ -289,7 +352,7 @@ class NodeWiseQuantizer(QuantizerBase):
         self.max_bits = int(max_bits)
         self.nominal_bits = float(round(init_bits))
         rows = bank_size if mode == "bank" else 0
-        self.step = nn.Parameter(torch.ones(rows))
+        _register_step(self, torch.ones(rows))
         self.bits = nn.Parameter(torch.full((rows,), self.init_bits))
         self.register_buffer("signed", torch.tensor(True))
         self.register_buffer("initialized", torch.tensor(False))
@@ -302,7 +365,7 @@ class NodeWiseQuantizer(QuantizerBase):
     def row_ranges(self) -> Tensor:
         """``(R,)`` largest representable value ``s * qmax(round(b))`` of each bank row."""
         b = self.bits.detach().clamp(self.min_bits, self.max_bits).round()
-        return self.step.detach().abs() * self._qmax_of(b)
+        return self.step_size().detach() * self._qmax_of(b)
 
     def nearest_rows(self, node_absmax: Tensor) -> Tensor:
         """``(N,)`` index of the bank row whose range is nearest to each node's ``max|x|``."""
@@ -326,25 +389,30 @@ class NodeWiseQuantizer(QuantizerBase):
             rows = absmax.numel()
         else:
             source = positive if positive.numel() else fallback.reshape(1)
-            rows = self.step.numel()
+            rows = _step_parameter(self).numel()
             levels = (torch.arange(rows, dtype=torch.float) + 0.5) / rows
             absmax = torch.quantile(source.float().cpu(), levels).to(x.device)
-        self.step.data = (absmax / max(qmax, 1.0)).to(x.dtype).clone()
+        _set_step(self, (absmax / max(qmax, 1.0)).to(x.dtype))
         self.bits.data = torch.full((rows,), self.init_bits, dtype=x.dtype, device=x.device)
         self.initialized.fill_(True)
 
+    def step_size(self) -> Tensor:
+        """``(R,)`` steps ``s`` (positive, with gradient to the parameter)."""
+        return _step_value(self)
+
     def node_params(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(s, b)`` per row of ``x``, each ``(N,)``, differentiable w.r.t. the parameters."""
+        step = self.step_size()
         if self.mode == "per_node":
-            if x.shape[0] != self.step.numel():
+            if x.shape[0] != step.numel():
                 raise ValueError(
-                    f"this per-node quantizer holds {self.step.numel()} nodes but got a tensor "
+                    f"this per-node quantizer holds {step.numel()} nodes but got a tensor "
                     f"with {x.shape[0]} rows; per-node A2Q needs the same node set every pass "
                     "(use the bank mode for graph-level or inductive tasks)."
                 )
-            return self.step, self.bits
+            return step, self.bits
         index = self.nearest_rows(x.detach().reshape(x.shape[0], -1).abs().amax(1))
-        return self.step.index_select(0, index), self.bits.index_select(0, index)
+        return step.index_select(0, index), self.bits.index_select(0, index)
 
     # ------------------------------------------------------------------ forward
     def _fake_quantize(self, x: Tensor, step: Tensor, bits: Tensor) -> Tensor:
@@ -371,8 +439,9 @@ class NodeWiseQuantizer(QuantizerBase):
         return y
 
     def extra_repr(self) -> str:
-        size = f", bank_size={self.step.numel()}" if self.mode == "bank" else ""
-        return f"mode={self.mode}, init_bits={self.init_bits}, bits in [{self.min_bits}, {self.max_bits}]{size}"
+        size = f", bank_size={self.bits.numel()}" if self.mode == "bank" else ""
+        return (f"mode={self.mode}, init_bits={self.init_bits}, bits in [{self.min_bits}, "
+                f"{self.max_bits}]{size}, step_param={self.step_param}")
 
 
 class MaskedQuantizer(QuantizerBase):

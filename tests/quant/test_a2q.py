@@ -16,12 +16,13 @@ def test_parts_per_site(graph, features):
     build_quantization(QuantConfig(method="a2q")).attach(model, example=(graph, features))
     conv = model.convs[0]
     assert isinstance(conv.quant["input"], NodeWiseQuantizer)
-    assert conv.quant["input"].step.shape == (24,)
+    assert conv.quant["input"].step_size().shape == (24,)
+    assert conv.quant["input"].log_step.shape == (24,)  # learned in the log domain by default
     assert conv.quant["input"].node_bits.tolist() == [4.0] * 24
     for site in ("weight1", "weight2"):
         q = conv.quant[site]
         assert isinstance(q, LSQQuantizer) and q.bits == 4 and q.granularity == "per_row"
-    assert conv.quant["weight1"].step.shape == (16,)
+    assert conv.quant["weight1"].step_size().shape == (16,)
     for site in ("hidden", "output"):
         assert isinstance(conv.quant[site], LSQQuantizer)
         assert conv.quant[site].granularity == "per_column"
@@ -86,11 +87,11 @@ def test_graph_tasks_use_the_bank_and_reach_unseen_nodes():
     framework.attach(model, example=(batch, x))
     assert framework.node_mode == "bank"
     q = model.convs[0].quant["input"]
-    assert q.mode == "bank" and q.step.shape == (1000,)
+    assert q.mode == "bank" and q.log_step.shape == (1000,)
     model.train()
     loss = model(batch, x).pow(2).mean() + framework.penalty(model)
     loss.backward()
-    touched = (q.step.grad != 0).sum().item()
+    touched = (q.log_step.grad != 0).sum().item()
     assert 0 < touched <= batch.num_nodes
     # unseen graph of another size, on both backends
     model.eval()
