@@ -10,9 +10,14 @@
 #           GCN fp32, the A2Q example config, and W4A4 QAT GCN with no prompt /
 #           GPF-LoRAP (fused kernel) / GPF-LoRAP (torch ops)
 #   grid    the QAT accuracy grids (configs/sweeps/qat_planetoid_*.yaml) on all GPUs
-#   prompts the prompt recovery grids (configs/sweeps/prompts_planetoid_*.yaml)
+#   prompts the prompt recovery grids (configs/sweeps/prompts_planetoid_*.yaml) and the
+#           LoRAP k x r sensitivity sweep (configs/sweeps/lorap_sensitivity.yaml)
 # JOBS (default 12) runs share the GPUs during grids. Results: OUT_DIR/*.json, *.md and
 # OUT_DIR/runs.tgz (every metrics.json; no checkpoints).
+# Long grids can be split over several sessions: SECONDS_LEFT stops the sweeps in time to
+# pack what finished, and PREV_RUNS=runs.tgz (a previous OUT_DIR/runs.tgz) restores those
+# runs first, so that only the missing (config, seed) pairs run. Tables of partly finished
+# sweeps: python sweep.py --sweep S --out DIR --report-only.
 set -uo pipefail
 DATA=$1
 OUT=$2
@@ -24,6 +29,10 @@ WORK=${WORK:-/tmp/qgnn-gpu-suite}
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1 DGLBACKEND=pytorch
 status=0
+END=$(( $(date +%s) + ${SECONDS_LEFT:-86400} - 30 ))  # 30 s to pack the results
+if [ -n "${PREV_RUNS:-}" ] && [ -f "$PREV_RUNS" ]; then
+    tar xzf "$PREV_RUNS" -C "$WORK" && echo "restored $(tar tzf "$PREV_RUNS" | wc -l) runs from $PREV_RUNS"
+fi
 
 step_env() {
     $PY -c "import torch, triton, platform; print('python', platform.python_version(), 'torch', torch.__version__, 'triton', triton.__version__, 'gpus', [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])"
@@ -67,14 +76,19 @@ step_arxiv() {
 }
 
 step_grid() { run_sweeps configs/sweeps/qat_planetoid_*.yaml; }
-step_prompts() { run_sweeps configs/sweeps/prompts_planetoid_*.yaml; }
+step_prompts() { run_sweeps configs/sweeps/prompts_planetoid_*.yaml configs/sweeps/lorap_sensitivity.yaml; }
 
 run_sweeps() {
     for sweep in "$@"; do
-        local name
+        local name left
         name=$(basename "$sweep" .yaml)
-        $PY sweep.py --sweep "$sweep" --device cuda --jobs "$JOBS" --data-root "$DATA" \
-            --out "$WORK/sweeps/$name" --table "$OUT/$name.md" || status=1
+        left=$(( END - $(date +%s) ))
+        if [ "$left" -le 10 ]; then echo "no time left for $name"; status=1; continue; fi
+        # --kill-after: the pool's workers go down with the sweep; finished runs stay on disk
+        timeout --kill-after=5 "$left" $PY sweep.py --sweep "$sweep" --device cuda --jobs "$JOBS" \
+            --data-root "$DATA" --out "$WORK/sweeps/$name" --table "$OUT/$name.md" >"$WORK/$name.log" 2>&1 \
+            || { status=1; echo "$name stopped early: $(tail -1 "$WORK/$name.log")"; pkill -f "sweep.py --sweep $sweep"; pkill -f "multiprocessing.spawn"; sleep 2; }
+        tail -3 "$WORK/$name.log"
     done
 }
 
@@ -83,4 +97,6 @@ for step in $STEPS; do
     "step_$step"
 done
 (cd "$WORK" && find . -name metrics.json -print0 | tar czf "$OUT/runs.tgz" --null -T -)
+echo "packed $(tar tzf "$OUT/runs.tgz" | wc -l) runs"
+
 exit $status

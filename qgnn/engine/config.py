@@ -17,6 +17,7 @@ overrides use dotted keys: ``--set model.hidden=128`` (the value is parsed as YA
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,9 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _coerce(value: Any, tp, key: str):
     origin = typing.get_origin(tp)
     if origin is Union:
@@ -131,6 +135,8 @@ def _coerce(value: Any, tp, key: str):
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-5 (no dot) as a string
     elif tp is str:
         if isinstance(value, str):
             return value

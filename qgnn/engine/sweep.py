@@ -73,6 +73,18 @@ def load_sweep(path: str, extra_overrides: Optional[list] = None) -> Sweep:
     return sweep
 
 
+def finished_runs(sweep: Sweep, out_dir) -> list:
+    """Metrics of the runs of ``sweep`` already finished under ``out_dir`` (runs nothing)."""
+    out_dir = Path(out_dir)
+    done = []
+    for label, _, _ in sweep.entries:
+        for seed in sweep.seeds:
+            out = out_dir / label / f"seed_{seed}"
+            if _done(out):
+                done.append(dict(json.loads((out / "metrics.json").read_text()), label=label))
+    return done
+
+
 def run_sweep(sweep: Sweep, out_dir, jobs: int = 1, device: str = "cpu",
               data_root: Optional[str] = None) -> list:
     """Run every (config, seed) not yet done; return the list of metrics dicts."""
@@ -190,12 +202,20 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--table", help="also write the markdown table and JSON summary here (.md)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: tabulate the runs already finished under --out")
     args = parser.parse_args(argv)
 
     def go(_):
         sweep = load_sweep(args.sweep, args.overrides)
         out = args.out or f"runs/sweeps/{sweep.name}"
-        table = summarise(run_sweep(sweep, out, args.jobs, args.device, args.data_root))
+        if args.report_only:
+            results = finished_runs(sweep, out)
+            if not results:
+                raise ConfigError(f"no finished runs of sweep {sweep.name} under {out}.")
+        else:
+            results = run_sweep(sweep, out, args.jobs, args.device, args.data_root)
+        table = summarise(results)
         text = markdown(table)
         print(text)
         if args.table:

@@ -226,8 +226,9 @@ def _bits_label(cfg: Config) -> str:
     q = cfg.quant
     if q.method == "fp32":
         return "fp32"
-    if q.method == "mixq":
-        return "mixed(" + ",".join(map(str, q.mixq.bits)) + ")"
+    if q.method == "mixq":  # the searched widths: W{candidates}A{candidates}
+        weights, acts = q.mixq_candidates("weight"), q.mixq_candidates("act")
+        return f"W{{{','.join(map(str, weights))}}}A{{{','.join(map(str, acts))}}}"
     label = f"W{q.resolved_weight_bits()}A{q.resolved_act_bits()}"
     return label + ("-learned" if q.method == "a2q" else "")
 

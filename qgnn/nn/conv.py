@@ -2,8 +2,13 @@
 
 Every layer follows the same anatomy (DESIGN §2)::
 
-    h -Q_input-> [node prompt] -> linear(Q_weight(W)) -Q_feature-> aggregate -Q_aggregate-> s
+    h -Q_input-> [node prompt] -> dropout -> linear(Q_weight(W)) -Q_feature-> aggregate -Q_aggregate-> s
     s -> s + LoRAP(s) -> update -Q_output-> h'
+
+Feature dropout belongs to the layer and comes after ``Q_input``: a quantizer placed after
+dropout calibrates its range on inputs scaled by ``1 / (1 - p)`` in training, then rounds
+the unscaled inputs at evaluation on a grid twice too coarse (at p = 0.5), which cost
+vanilla QAT most of its accuracy at W4A4.
 
 Each ``Q_*`` is an entry of the layer's ``quant`` ``ModuleDict`` (``nn.Identity`` until a
 QAT framework from :mod:`qgnn.quant` replaces it); the class attribute ``QUANT_SITES``
@@ -35,14 +40,22 @@ class QuantizableConv(nn.Module):
 
     QUANT_SITES: dict[str, str] = {}
 
-    def __init__(self):
+    def __init__(self, dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        self.dropout = dropout
         self.quant = nn.ModuleDict({name: nn.Identity() for name in self.QUANT_SITES})
         self.node_prompt: Optional[nn.Module] = None
         self.agg_prompt: Optional[nn.Module] = None
 
     def _q(self, site: str, x: Optional[Tensor]) -> Optional[Tensor]:
         return None if x is None else self.quant[site](x)
+
+    def _layer_input(self, x: Tensor) -> Tensor:
+        """``dropout(prompt(Q_input(x)))``: the input every layer starts from."""
+        x = self._prompt_nodes(self._q("input", x))
+        return F.dropout(x, self.dropout, self.training)
 
     def _prompt_nodes(self, x: Tensor) -> Tensor:
         return x if self.node_prompt is None else self.node_prompt(x)
@@ -65,6 +78,7 @@ class QGCNConv(QuantizableConv):
         normalize: use the symmetric normalisation; otherwise sum the neighbours
             (a ``Graph``'s own edge weights are then used).
         bias: learn an additive bias.
+        dropout: feature dropout on the (quantized, prompted) input while training.
 
     Shapes: ``x`` ``(N, F_in)`` -> ``(N, F_out)``.
     """
@@ -85,8 +99,9 @@ class QGCNConv(QuantizableConv):
         add_self_loops: bool = True,
         normalize: bool = True,
         bias: bool = True,
+        dropout: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(dropout)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.add_self_loops = add_self_loops
@@ -101,7 +116,7 @@ class QGCNConv(QuantizableConv):
             nn.init.zeros_(self.bias)
 
     def forward(self, graph, x: Tensor) -> Tensor:
-        x = self._prompt_nodes(self._q("input", x))
+        x = self._layer_input(x)
         h = self._q("feature", F.linear(x, self._q("weight", self.weight)))
         if self.normalize:
             graph, norm = ops.gcn_norm(graph, self.add_self_loops)
@@ -114,7 +129,7 @@ class QGCNConv(QuantizableConv):
         return self._q("output", s)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, normalize={self.normalize}"
+        return f"{self.in_channels}, {self.out_channels}, normalize={self.normalize}, dropout={self.dropout}"
 
 
 class QGINConv(QuantizableConv):
@@ -134,6 +149,7 @@ class QGINConv(QuantizableConv):
         eps: initial ``epsilon``.
         train_eps: learn ``epsilon``.
         batch_norm: batch norm inside the MLP.
+        dropout: feature dropout on the (quantized, prompted) input while training.
 
     Shapes: ``x`` ``(N, F_in)`` -> ``(N, F_out)``.
     """
@@ -155,8 +171,9 @@ class QGINConv(QuantizableConv):
         eps: float = 0.0,
         train_eps: bool = False,
         batch_norm: bool = False,
+        dropout: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(dropout)
         hidden_channels = hidden_channels or out_channels
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -178,7 +195,7 @@ class QGINConv(QuantizableConv):
         self.eps.data.fill_(self.initial_eps)
 
     def forward(self, graph, x: Tensor) -> Tensor:
-        x = self._prompt_nodes(self._q("input", x))
+        x = self._layer_input(x)
         s = self._q("aggregate", (1 + self.eps) * x + ops.aggregate(graph, x))
         s = self._prompt_aggregate(s, x)
         h = F.linear(s, self._q("weight1", self.lin1.weight), self.lin1.bias)
@@ -188,7 +205,7 @@ class QGINConv(QuantizableConv):
         return self._q("output", F.linear(h, self._q("weight2", self.lin2.weight), self.lin2.bias))
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, train_eps={isinstance(self.eps, nn.Parameter)}"
+        return f"{self.in_channels}, {self.out_channels}, train_eps={isinstance(self.eps, nn.Parameter)}, dropout={self.dropout}"
 
 
 class QGATConv(QuantizableConv):
@@ -210,6 +227,7 @@ class QGATConv(QuantizableConv):
         negative_slope: LeakyReLU slope of the attention logits.
         attn_dropout: dropout on the attention coefficients while training.
         add_self_loops: add ``I`` so that every node attends to itself.
+        dropout: feature dropout on the (quantized, prompted) input while training.
 
     Shapes: ``x`` ``(N, F_in)`` -> ``(N, H * F)`` or ``(N, F)``.
     """
@@ -234,8 +252,9 @@ class QGATConv(QuantizableConv):
         attn_dropout: float = 0.0,
         add_self_loops: bool = True,
         bias: bool = True,
+        dropout: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(dropout)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads
@@ -261,7 +280,7 @@ class QGATConv(QuantizableConv):
     def forward(self, graph, x: Tensor) -> Tensor:
         if self.add_self_loops:
             graph = ops.add_self_loops(graph)
-        x = self._prompt_nodes(self._q("input", x))
+        x = self._layer_input(x)
         h = F.linear(x, self._q("weight", self.weight)).view(-1, self.heads, self.out_channels)
         h = self._q("feature", h)
         logit = ops.edge_scores(graph, (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1))
@@ -276,4 +295,4 @@ class QGATConv(QuantizableConv):
         return self._q("output", s)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}"
+        return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}, dropout={self.dropout}"

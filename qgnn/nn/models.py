@@ -16,25 +16,27 @@ ARCHS = ("gcn", "gin", "gat")
 
 
 def make_conv(arch: str, in_dim: int, out_dim: int, *, heads: int = 1, concat: bool = True,
-              attn_dropout: float = 0.0, batch_norm: bool = False) -> QuantizableConv:
+              attn_dropout: float = 0.0, batch_norm: bool = False,
+              dropout: float = 0.0) -> QuantizableConv:
     """One layer of ``arch``; for GAT ``out_dim`` is the total width (split over heads if concat)."""
     if arch == "gcn":
-        return QGCNConv(in_dim, out_dim)
+        return QGCNConv(in_dim, out_dim, dropout=dropout)
     if arch == "gin":
-        return QGINConv(in_dim, out_dim, train_eps=True, batch_norm=batch_norm)
+        return QGINConv(in_dim, out_dim, train_eps=True, batch_norm=batch_norm, dropout=dropout)
     if arch == "gat":
         if concat and out_dim % heads:
             raise ValueError(f"GAT width {out_dim} is not divisible by {heads} heads.")
         per_head = out_dim // heads if concat else out_dim
-        return QGATConv(in_dim, per_head, heads=heads, concat=concat, attn_dropout=attn_dropout)
+        return QGATConv(in_dim, per_head, heads=heads, concat=concat, attn_dropout=attn_dropout,
+                        dropout=dropout)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHS}.")
 
 
 class NodeClassifier(nn.Module):
     """A stack of quantizable layers for node classification.
 
-    ``dropout -> conv -> [batch norm] -> activation`` per hidden layer, then
-    ``dropout -> conv`` to logits. GAT hidden layers concatenate ``heads`` heads of
+    ``conv -> [batch norm] -> activation`` per hidden layer, then ``conv`` to logits; each
+    layer drops features (``dropout``) after its input quantizer (see :mod:`qgnn.nn.conv`). GAT hidden layers concatenate ``heads`` heads of
     ``hidden // heads`` channels; its output layer uses ``out_heads`` averaged heads.
 
     Shapes: ``x`` ``(N, F_in)`` -> logits ``(N, C)``.
@@ -56,7 +58,7 @@ class NodeClassifier(nn.Module):
             self.convs.append(make_conv(
                 arch, widths[i], out_dim if last else hidden,
                 heads=out_heads if last else heads, concat=not last,
-                attn_dropout=attn_dropout, batch_norm=batch_norm,
+                attn_dropout=attn_dropout, batch_norm=batch_norm, dropout=dropout,
             ))
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(hidden) if batch_norm else nn.Identity() for _ in range(num_layers - 1)
@@ -69,7 +71,6 @@ class NodeClassifier(nn.Module):
 
     def forward(self, graph, x: Tensor) -> Tensor:
         for i, conv in enumerate(self.convs):
-            x = F.dropout(x, self.dropout, self.training)
             x = conv(graph, x)
             if i < len(self.convs) - 1:
                 x = self.activation(self.norms[i](x))
@@ -96,7 +97,8 @@ class GraphPredictor(nn.Module):
         else:
             self.encoder = nn.Linear(in_dim, hidden)
         self.convs = nn.ModuleList(
-            make_conv(arch, hidden, hidden, heads=heads, concat=True, batch_norm=batch_norm)
+            make_conv(arch, hidden, hidden, heads=heads, concat=True, batch_norm=batch_norm,
+                      dropout=dropout)
             for _ in range(num_layers)
         )
         self.norms = nn.ModuleList(
@@ -114,6 +116,5 @@ class GraphPredictor(nn.Module):
         pooled = ops.readout(graph, h, self.readout)
         for conv, norm in zip(self.convs, self.norms):
             h = F.relu(norm(conv(graph, h)))
-            h = F.dropout(h, self.dropout, self.training)
             pooled = pooled + ops.readout(graph, h, self.readout)
         return self.head(pooled)

@@ -118,6 +118,9 @@ class MixQOptions:
         base: parts used for each candidate and for retraining: ``"qat"`` or ``"dq"``;
             the base's own section (``quant.qat`` or ``quant.dq``) sets its options.
         reinit: re-initialise the model's weights when the widths are fixed.
+        logit_lr: learning rate of the plain-SGD update of the width logits (outside the
+            model's optimizer: Adam's per-parameter normalisation would push a tiny
+            component as hard as a large one and make ``memory_weight`` meaningless).
     """
 
     bits: tuple = (2, 4, 8)
@@ -125,6 +128,7 @@ class MixQOptions:
     search_epochs: int = 50
     base: str = "qat"
     reinit: bool = False
+    logit_lr: float = 1.0
 
 
 @dataclass
@@ -246,6 +250,7 @@ class QuantConfig:
             raise ConfigError(f"quant.mixq.bits has repeated widths: {list(mixq.bits)}.")
         _number_in("quant.mixq.memory_weight", mixq.memory_weight, 0.0, None)
         _int_in("quant.mixq.search_epochs", mixq.search_epochs, 0, None)
+        _number_in("quant.mixq.logit_lr", mixq.logit_lr, 0.0, None)
         _choice("quant.mixq.base", mixq.base, MIXQ_BASES)
         if self.method == "mixq":
             for kind, key in (("weight", "weight_bits"), ("act", "act_bits")):

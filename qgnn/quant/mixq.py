@@ -10,6 +10,11 @@ Parts chosen (DESIGN §3):
 - Search phase (the first ``search_epochs`` epochs): the forward mixes the candidates'
   fake-quantized outputs with softmax weights; :meth:`MixQFramework.penalty` is
   ``lambda * expected memory (KB)``, ``sum_c sum_k w_ck * bits_k * numel_c / 8 / 1024``.
+- The logits take a plain SGD step (``mixq.logit_lr``) as soon as their gradient is
+  accumulated, and leave no gradient for the model's optimizer. Under Adam every logit
+  moves at about the learning rate whatever the size of its gradient, so a 448-element
+  weight was pushed to 2 bits as hard as the 3.9M-element input and the last layer's
+  logits ended at 2 bits (Cora GCN W8A8: 68.5% against 82.7% in float32).
 - Selection (``on_epoch_end`` after the last search epoch): each component keeps its most
   likely width; from then on only that candidate runs (its observer state carries over),
   so the rest of training is ordinary fixed-width QAT (or DQ). The choice is stored in
@@ -59,8 +64,15 @@ class MixQFramework(QuantFramework):
         return MixedQuantizer(candidates)
 
     def after_attach(self, model: nn.Module) -> None:
+        for _, q in self.mixed_quantizers(model):
+            q.logits.register_post_accumulate_grad_hook(self._sgd_step)
         if self.cfg.mixq.search_epochs == 0:  # no search: every component starts fixed
             self.select(model)
+
+    @torch.no_grad()
+    def _sgd_step(self, logits: nn.Parameter) -> None:
+        logits.add_(logits.grad, alpha=-self.cfg.mixq.logit_lr)
+        logits.grad = None  # the model's optimizer skips parameters without a gradient
 
     def mixed_quantizers(self, model: nn.Module) -> list[tuple[str, MixedQuantizer]]:
         return [(n, q) for n, q in quantizer_modules(model) if isinstance(q, MixedQuantizer)]
@@ -90,7 +102,7 @@ class MixQFramework(QuantFramework):
                 model.reset_parameters()
             for module in model.modules():  # ranges of the old weights no longer apply
                 if isinstance(module, Observer):
-                    module.initialized.fill_(False)
+                    module.reset()
         return chosen
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> bool:

@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -70,25 +72,52 @@ class Observer(ResizeOnLoad, nn.Module):
         self.register_buffer("min_val", torch.zeros(()))
         self.register_buffer("max_val", torch.zeros(()))
         self.register_buffer("initialized", torch.tensor(False))
+        self._ready = False
 
-    def batch_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(min, max)`` of this batch, per group."""
+    def batch_range(self, x: Tensor, exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``(min, max)`` of this batch, per group, leaving out the rows where ``exclude``."""
         dims = QF.reduce_dims(x, self.granularity)
-        return x.amin(dim=dims), x.amax(dim=dims)
+        if exclude is None:
+            return x.amin(dim=dims), x.amax(dim=dims)
+        rows = exclude.reshape((-1,) + (1,) * (x.dim() - 1))
+        # masked with +-inf rather than indexed: boolean indexing waits for the GPU
+        return (x.masked_fill(rows, float("inf")).amin(dim=dims),
+                x.masked_fill(rows, float("-inf")).amax(dim=dims))
 
     def combine(self, lo: Tensor, hi: Tensor) -> None:
         """Fold a batch range into the running range (called once initialized)."""
         raise NotImplementedError
 
+    @property
+    def ready(self) -> bool:
+        """Whether a range has been observed (``initialized``), read from the device once."""
+        if not self._ready:
+            self._ready = bool(self.initialized)
+        return self._ready
+
+    def reset(self) -> None:
+        """Forget the range: the next batch sets it again."""
+        self.initialized.fill_(False)
+        self._ready = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = False
+
     @torch.no_grad()
-    def forward(self, x: Tensor) -> None:
+    def forward(self, x: Tensor, exclude: Optional[Tensor] = None) -> None:
+        """Observe ``x``; ``exclude``: ``(R,)`` bool, rows to leave out (per-tensor and
+        per-column observers only)."""
         if x.numel() == 0:
             return
-        lo, hi = self.batch_range(x.detach())
-        if not bool(self.initialized) or self.min_val.shape != lo.shape:
+        if exclude is not None and self.granularity == "per_row":
+            raise ValueError("a per-row observer cannot leave rows out.")
+        lo, hi = self.batch_range(x.detach(), exclude)
+        if not self.ready or self.min_val.shape != lo.shape:
             self.min_val.data = lo.clone()
             self.max_val.data = hi.clone()
             self.initialized.fill_(True)
+            self._ready = True
         else:
             self.combine(lo, hi)
 
@@ -146,16 +175,29 @@ class PercentileObserver(MinMaxObserver):
         self.q = q
         self.sample_size = sample_size
 
-    def batch_range(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        flat = x.reshape(-1)
+    def batch_range(self, x: Tensor, exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        flat = x.reshape(x.shape[0], -1) if x.dim() else x.reshape(1, 1)
+        if exclude is not None:  # excluded rows become NaN, which sorts last
+            flat = flat.masked_fill(exclude.reshape(-1, 1), float("nan"))
+        flat = flat.reshape(-1)
         if flat.numel() > self.sample_size:
             index = torch.randint(flat.numel(), (self.sample_size,), device=flat.device)
             flat = flat.index_select(0, index)
-        if self.q == 0.0:
-            return flat.min(), flat.max()
-        probs = torch.tensor([self.q, 1.0 - self.q], dtype=flat.dtype, device=flat.device)
-        lo, hi = torch.quantile(flat.float(), probs.float()).to(flat.dtype)
-        return lo, hi
+        ordered = flat.float().sort().values
+        last = (~ordered.isnan()).sum().clamp(min=1) - 1
+        # torch.quantile's linear interpolation, with the positions kept on the device
+        # (no host round trip per call; rows left out are NaN and not counted)
+        lo = _order_statistic(ordered, self.q * last)
+        hi = _order_statistic(ordered, (1.0 - self.q) * last)
+        return lo.to(x.dtype), hi.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"q={self.q}, sample_size={self.sample_size}, momentum={self.momentum}"
+
+
+def _order_statistic(ordered: Tensor, position: Tensor) -> Tensor:
+    """Value at fractional ``position`` of a sorted vector, interpolating between neighbours."""
+    below, above = position.floor().long(), position.ceil().long()
+    frac = position - below
+    lo, hi = ordered[below], ordered[above]
+    return lo + (hi - lo) * frac

@@ -101,9 +101,9 @@ class FakeQuantize(QuantizerBase):
     def granularity(self) -> str:
         return self.observer.granularity
 
-    def observe(self, x: Tensor) -> None:
-        """Update the range from ``x`` (no gradient)."""
-        self.observer(x)
+    def observe(self, x: Tensor, exclude: Optional[Tensor] = None) -> None:
+        """Update the range from ``x`` (no gradient), leaving out the rows where ``exclude``."""
+        self.observer(x, exclude)
 
     def qparams(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(scale, zero_point)`` from the current range, shaped to broadcast against ``x``."""
@@ -118,7 +118,7 @@ class FakeQuantize(QuantizerBase):
 
     def quantize(self, x: Tensor) -> Tensor:
         """Fake-quantize with the current range, without observing."""
-        if not bool(self.observer.initialized):
+        if not self.observer.ready:
             return x
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
@@ -488,12 +488,12 @@ class MaskedQuantizer(QuantizerBase):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = self.context.mask_for(self.kind, x.shape[0]) if self.training else None
-        if mask is None or not bool(mask.any()):
+        if mask is None:
             out = self.quantizer(x)
         else:
             mask = mask.to(x.device)
-            self.quantizer.observe(x[~mask])
-            self.protected_observer(x[mask])
+            self.quantizer.observe(x, exclude=mask)
+            self.protected_observer(x, exclude=~mask)
             out = torch.where(mask.reshape((-1,) + (1,) * (x.dim() - 1)), x, self.quantizer.quantize(x))
         self._record(x, self.quantizer.bits)
         return out

@@ -22,6 +22,14 @@ def test_overrides_are_parsed_as_yaml():
     assert cfg.train.patience is None
 
 
+def test_exponent_without_dot_is_a_float():
+    # YAML 1.1 reads 1e-5 as the string '1e-5'; a float key takes it as the number
+    cfg = load_config(None, ["train.lr=1e-3", "quant.method=mixq", "quant.mixq.memory_weight=2E-5"])
+    assert cfg.train.lr == 1e-3 and cfg.quant.mixq.memory_weight == 2e-5
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(None, ["train.lr=fast"])
+
+
 def test_int_is_accepted_for_float():
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0
 

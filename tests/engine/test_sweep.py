@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from qgnn.engine.sweep import load_sweep, markdown, run_sweep, summarise
+from qgnn.engine.sweep import finished_runs, load_sweep, markdown, run_sweep, summarise
 from qgnn.errors import ConfigError
 
 CORA = [f"Cora/raw/ind.cora.{p}" for p in ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")]
@@ -27,6 +27,10 @@ def test_smoke_sweep_summarises_the_runs(require_files, tmp_path):
     stamp = (tmp_path / "cora_gcn_fp32/seed_0/metrics.json").stat().st_mtime_ns
     run_sweep(sweep, tmp_path, jobs=1, data_root=root)
     assert (tmp_path / "cora_gcn_fp32/seed_0/metrics.json").stat().st_mtime_ns == stamp
+    # A report of a partly finished sweep counts only the finished seeds.
+    (tmp_path / "cora_gcn_fp32/seed_1/metrics.json").unlink()
+    (partial,) = summarise(finished_runs(sweep, tmp_path))
+    assert partial["seeds"] == 1 and partial["test_mean"] == pytest.approx(tests[0])
 
 
 def test_bad_sweep_files(tmp_path):

@@ -211,7 +211,26 @@ def test_quantized_sweeps_list_the_24_configs(bits):
     from qgnn.engine.sweep import load_sweep
 
     sweep = load_sweep(str(REPO / f"configs/sweeps/qat_planetoid_w{bits}a{bits}.yaml"))
-    assert sweep.seeds == list(range(5))
+    assert sweep.seeds == list(range(10))
     assert sorted(Path(c).name for _, c, _ in sweep.entries) == sorted(Path(p).name for p in QUANT_CONFIGS)
     assert all(f"quant.weight_bits={bits}" in o and f"quant.act_bits={bits}" in o
                for _, _, o in sweep.entries)
+
+
+def test_input_quantizer_sees_the_input_before_dropout():
+    # Dropout comes after Q_input inside each layer: the range is the data's, not 2x it.
+    from qgnn.graph import Graph
+    from qgnn.nn import NodeClassifier
+    from qgnn.quant import QuantConfig, build_quantization
+
+    torch.manual_seed(0)
+    graph = Graph.from_edges([0, 1, 2, 3], [1, 2, 3, 0])
+    x = torch.rand(4, 6)
+    for arch in ("gcn", "gin", "gat"):
+        model = NodeClassifier(arch, 6, 8, 3, heads=2, dropout=0.5)
+        build_quantization(QuantConfig(method="qat", weight_bits=4, act_bits=4)).attach(model)
+        model.train()
+        model(graph, x)
+        observer = model.convs[0].quant["input"].observer
+        assert observer.max_val.item() == pytest.approx(x.max().item())
+        assert model.convs[0].dropout == 0.5

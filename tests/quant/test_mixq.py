@@ -18,7 +18,8 @@ def _attach(cfg_dict, graph, features, arch="gcn"):
 
 
 def test_penalty_is_lambda_times_expected_memory(graph, features):
-    model, framework = _attach({"method": "mixq", "mixq": {"memory_weight": 0.5}}, graph, features)
+    model, framework = _attach({"method": "mixq", "mixq": {"memory_weight": 0.5, "logit_lr": 0.25}},
+                               graph, features)
     model.train()
     model(graph, features)
     expected_kb = 0.0
@@ -28,13 +29,19 @@ def test_penalty_is_lambda_times_expected_memory(graph, features):
             expected_kb += (14 / 3) * int(q.observed_numel) / BITS_PER_KB  # uniform logits
     assert framework.penalty(model).item() == pytest.approx(0.5 * expected_kb, rel=1e-5)
     framework.penalty(model).backward()
-    grads = [q.logits.grad for conv in model.convs for q in conv.quant.values()]
-    assert all(g is not None and g[0] < 0 < g[2] for g in grads)  # cheaper widths favoured
+    for conv in model.convs:
+        for q in conv.quant.values():
+            # d penalty / d logit_k = lambda * numel / 8192 * p_k (bits_k - E[bits]), p_k = 1/3,
+            # applied at once as a plain SGD step (no gradient left for the model's optimizer)
+            scale = 0.5 * int(q.observed_numel) / BITS_PER_KB / 3
+            grad = torch.tensor([2 - 14 / 3, 4 - 14 / 3, 8 - 14 / 3]) * scale
+            assert q.logits.grad is None
+            torch.testing.assert_close(q.logits.detach(), -0.25 * grad, rtol=1e-5, atol=1e-8)
 
 
 def test_search_lowers_expected_bits(graph, features):
     model, framework = _attach({"method": "mixq", "mixq": {"memory_weight": 1.0}}, graph, features)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)  # the logits step on their own
     model.train()
     first = None
     for _ in range(10):

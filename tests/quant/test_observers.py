@@ -38,19 +38,44 @@ def test_percentile_on_a_sample_is_close_to_the_exact_quantile(monkeypatch):
     torch.manual_seed(0)
     x = torch.rand(1_000_000)
     seen_sizes = []
-    real_quantile = torch.quantile
+    real_sort = torch.Tensor.sort
 
     def spy(inp, *args, **kwargs):
         seen_sizes.append(inp.numel())
-        return real_quantile(inp, *args, **kwargs)
+        return real_sort(inp, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "quantile", spy)
+    monkeypatch.setattr(torch.Tensor, "sort", spy)
     obs = PercentileObserver(q=0.01, sample_size=65536)
     obs(x)
     assert seen_sizes == [65536]  # the full tensor is never sorted
     # uniform(0, 1): true quantiles 0.01 / 0.99; sample standard error ~ 4e-4
     assert obs.min_val.item() == pytest.approx(0.01, abs=3e-3)
     assert obs.max_val.item() == pytest.approx(0.99, abs=3e-3)
+
+
+def test_percentile_matches_torch_quantile_and_leaves_rows_out():
+    torch.manual_seed(1)
+    x = torch.randn(301, 7)
+    obs = PercentileObserver(q=0.05, sample_size=10**6)
+    obs(x)
+    expected = torch.quantile(x.reshape(-1), torch.tensor([0.05, 0.95]))
+    torch.testing.assert_close(torch.stack([obs.min_val, obs.max_val]), expected)
+    exclude = torch.rand(301) < 0.3
+    left_out = PercentileObserver(q=0.05, sample_size=10**6)
+    left_out(x, exclude=exclude)
+    expected = torch.quantile(x[~exclude].reshape(-1), torch.tensor([0.05, 0.95]))
+    torch.testing.assert_close(torch.stack([left_out.min_val, left_out.max_val]), expected)
+
+
+def test_minmax_leaves_rows_out_and_reset_forgets():
+    x = torch.tensor([[1.0, -1.0], [100.0, -50.0], [2.0, 0.5]])
+    obs = MinMaxObserver(momentum=1.0)
+    obs(x, exclude=torch.tensor([False, True, False]))
+    assert (obs.min_val.item(), obs.max_val.item()) == (-1.0, 2.0)
+    obs.reset()
+    assert not obs.ready
+    obs(x)
+    assert (obs.min_val.item(), obs.max_val.item()) == (-50.0, 100.0)
 
 
 def test_percentile_small_tensor_is_exact():
