@@ -87,6 +87,7 @@ class QuantFramework:
         self.context = QuantContext()
         self._hooks: dict[int, torch.utils.hooks.RemovableHandle] = {}
         self.input_layer: Optional[nn.Module] = None  # first quantizable layer of the model
+        self.output_layer: Optional[nn.Module] = None  # last quantizable layer
 
     # ------------------------------------------------------------------ parts
     def make_quantizer(self, layer: nn.Module, site: str, kind: str) -> nn.Module:
@@ -120,6 +121,7 @@ class QuantFramework:
                     "attach a framework to a fresh model (or call detach first)."
                 )
         self.input_layer = layers[0][1]
+        self.output_layer = layers[-1][1]
         for _, layer in layers:
             for site, kind in layer.QUANT_SITES.items():
                 layer.quant[site] = self.make_quantizer(layer, site, kind)
@@ -136,6 +138,10 @@ class QuantFramework:
         the first quantizable layer this is the encoder's output.
         """
         return site == "input" and layer is self.input_layer
+
+    def is_model_output(self, layer: nn.Module, site: str) -> bool:
+        """Whether ``layer.quant[site]`` is the last layer's output (a node model's logits)."""
+        return site == "output" and layer is self.output_layer
 
     def after_attach(self, model: nn.Module) -> None:
         """Hook for subclasses (nothing by default)."""

@@ -23,20 +23,22 @@ def test_penalty_is_lambda_times_expected_memory(graph, features):
     model.train()
     model(graph, features)
     expected_kb = 0.0
-    for conv in model.convs:
-        for q in conv.quant.values():
-            assert isinstance(q, MixedQuantizer) and q.candidate_bits == (2, 4, 8)
-            expected_kb += (14 / 3) * int(q.observed_numel) / BITS_PER_KB  # uniform logits
+    last_output = model.convs[-1].quant["output"]
+    assert last_output.candidate_bits == (8,)  # the logits are not searched
+    expected_kb += 8 * int(last_output.observed_numel) / BITS_PER_KB
+    searched = [q for conv in model.convs for q in conv.quant.values() if q is not last_output]
+    for q in searched:
+        assert isinstance(q, MixedQuantizer) and q.candidate_bits == (2, 4, 8)
+        expected_kb += (14 / 3) * int(q.observed_numel) / BITS_PER_KB  # uniform logits
     assert framework.penalty(model).item() == pytest.approx(0.5 * expected_kb, rel=1e-5)
     framework.penalty(model).backward()
-    for conv in model.convs:
-        for q in conv.quant.values():
-            # d penalty / d logit_k = lambda * numel / 8192 * p_k (bits_k - E[bits]), p_k = 1/3,
-            # applied at once as a plain SGD step (no gradient left for the model's optimizer)
-            scale = 0.5 * int(q.observed_numel) / BITS_PER_KB / 3
-            grad = torch.tensor([2 - 14 / 3, 4 - 14 / 3, 8 - 14 / 3]) * scale
-            assert q.logits.grad is None
-            torch.testing.assert_close(q.logits.detach(), -0.25 * grad, rtol=1e-5, atol=1e-8)
+    for q in searched:
+        # d penalty / d logit_k = lambda * numel / 8192 * p_k (bits_k - E[bits]), p_k = 1/3,
+        # applied at once as a plain SGD step (no gradient left for the model's optimizer)
+        scale = 0.5 * int(q.observed_numel) / BITS_PER_KB / 3
+        grad = torch.tensor([2 - 14 / 3, 4 - 14 / 3, 8 - 14 / 3]) * scale
+        assert q.logits.grad is None
+        torch.testing.assert_close(q.logits.detach(), -0.25 * grad, rtol=1e-5, atol=1e-8)
 
 
 def test_search_lowers_expected_bits(graph, features):
@@ -59,6 +61,9 @@ def test_selection_keeps_the_most_likely_width_and_retraining_uses_it(graph, fea
     wanted = {}
     for i, conv in enumerate(model.convs):
         for j, (site, q) in enumerate(conv.quant.items()):
+            if len(q.candidate_bits) == 1:  # the last layer's output: fixed at the widest
+                wanted[(i, site)] = 8
+                continue
             choice = (i + j) % 3
             with torch.no_grad():
                 q.logits.copy_(torch.nn.functional.one_hot(torch.tensor(choice), 3).float())
