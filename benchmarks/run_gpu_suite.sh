@@ -10,6 +10,7 @@
 #           GCN fp32, the A2Q example config, and W4A4 QAT GCN with no prompt /
 #           GPF-LoRAP (fused kernel) / GPF-LoRAP (torch ops)
 #   grid    the QAT accuracy grids (configs/sweeps/qat_planetoid_*.yaml) on all GPUs
+#   sweeps  the sweep files listed in SWEEPS (paths, space-separated)
 #   prompts the prompt recovery grids (configs/sweeps/prompts_planetoid_*.yaml) and the
 #           LoRAP k x r sensitivity sweep (configs/sweeps/lorap_sensitivity.yaml)
 # JOBS (default 12) runs share the GPUs during grids. Results: OUT_DIR/*.json, *.md and
@@ -76,6 +77,7 @@ step_arxiv() {
 }
 
 step_grid() { run_sweeps configs/sweeps/qat_planetoid_*.yaml; }
+step_sweeps() { run_sweeps ${SWEEPS:-}; }
 step_prompts() { run_sweeps configs/sweeps/prompts_planetoid_*.yaml configs/sweeps/lorap_sensitivity.yaml; }
 
 run_sweeps() {

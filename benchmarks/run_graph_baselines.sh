@@ -25,6 +25,7 @@ launch() {  # GPU OUT CONFIG [--set ...]
     finished "$out" && return
     local resume=()
     [ -f "$out/last.pt" ] && resume=(--resume)
+    mkdir -p "$out"
     CUDA_VISIBLE_DEVICES=$gpu timeout -s INT -k 20 "$LEFT" $PY train.py --config "$config" --device cuda \
         --data-root "$DATA" --out "$out" --quiet "${resume[@]}" "$@" >"$out.log" 2>&1 &
 }
