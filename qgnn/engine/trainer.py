@@ -27,7 +27,7 @@ from qgnn.engine.checkpoint import load_checkpoint, save_checkpoint
 from qgnn.engine.config import Config, config_from_dict
 from qgnn.engine.tasks import make_task
 from qgnn.errors import CheckpointError, ConfigError, TrainingError
-from qgnn.prompts import attach_prompts, prompt_report
+from qgnn.prompts import GPF, GPFPlus, attach_prompts, prompt_report
 from qgnn.quant import build_quantization, model_parameters, quantizer_parameters, size_report
 
 
@@ -75,9 +75,16 @@ def build(cfg: Config, device: torch.device, data_root: Optional[str] = None, da
 
 
 def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
-    """Adam; quantizer parameters (steps, bit widths, logits) get no weight decay."""
-    groups = [{"params": model_parameters(model), "weight_decay": cfg.train.weight_decay}]
+    """Adam; quantizer parameters (steps, bit widths, logits) get no weight decay, node
+    prompts their own learning rate (``prompt.node_lr``)."""
     quant_params = quantizer_parameters(model)
+    node_prompt_params = [p for m in model.modules() if isinstance(m, (GPF, GPFPlus)) for p in m.parameters()]
+    special = {id(p) for p in quant_params + node_prompt_params}
+    groups = [{"params": [p for p in model_parameters(model) if id(p) not in special],
+               "weight_decay": cfg.train.weight_decay}]
+    if node_prompt_params:
+        groups.append({"params": node_prompt_params, "weight_decay": cfg.train.weight_decay,
+                       "lr": cfg.prompt.node_lr or cfg.train.lr})
     if quant_params:
         groups.append({"params": quant_params, "weight_decay": 0.0})
     return torch.optim.Adam(groups, lr=cfg.train.lr)
@@ -245,7 +252,7 @@ def _resume(path: Path, cfg: Config, model, optimizer, scheduler, dev):
     extra = ckpt["extra"]
     if scheduler and extra.get("scheduler"):
         scheduler.load_state_dict(extra["scheduler"])
-    torch.set_rng_state(extra["rng"])
+    torch.set_rng_state(extra["rng"].cpu())  # loaded onto the training device with the rest
     return ckpt["epoch"] + 1, dict(extra["state"])
 
 

@@ -30,7 +30,9 @@ class GPF(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.prompt)
+        # Zero, as LoRAP's V: training starts from the unprompted model. A Glorot prompt has
+        # ~10x the norm of a row-normalised bag-of-words row and swamps it from the start.
+        nn.init.zeros_(self.prompt)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.prompt
@@ -65,7 +67,7 @@ class GPFPlus(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.bases)
+        nn.init.zeros_(self.bases)  # see GPF.reset_parameters
         self.score.reset_parameters()
 
     def weights(self, x: Tensor) -> Tensor:

@@ -104,3 +104,22 @@ def test_config_label():
     assert PromptConfig(node="gpf_plus", aggregation="lorap").label == "gpf_lorap"
     assert PromptConfig().label == "none"
     assert PromptConfig(aggregation="lorap").label == "lorap"
+
+
+def test_node_prompts_start_at_zero_and_get_their_own_learning_rate():
+    from qgnn.engine.config import load_config
+    from qgnn.engine.trainer import make_optimizer
+    from qgnn.nn import NodeClassifier
+    from qgnn.prompts import GPF, GPFPlus, PromptConfig, attach_prompts
+
+    x = torch.rand(5, 6)
+    assert torch.equal(GPF(6)(x), x) and torch.equal(GPFPlus(6, 3)(x), x)  # unprompted at init
+    cfg = load_config(None, ["prompt.node=gpf_plus", "prompt.node_lr=0.002", "train.lr=0.01"])
+    model = NodeClassifier("gcn", 6, 8, 3)
+    attach_prompts(model, cfg.prompt)
+    groups = make_optimizer(cfg, model).param_groups
+    prompt_group = next(g for g in groups if g["lr"] == 0.002)
+    prompt_ids = {id(p) for m in model.modules() if isinstance(m, GPFPlus) for p in m.parameters()}
+    assert {id(p) for p in prompt_group["params"]} == prompt_ids
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert PromptConfig().node_lr == 1e-3
