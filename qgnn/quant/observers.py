@@ -196,8 +196,9 @@ class PercentileObserver(MinMaxObserver):
 
 
 def _order_statistic(ordered: Tensor, position: Tensor) -> Tensor:
-    """Value at fractional ``position`` of a sorted vector, interpolating between neighbours."""
-    below, above = position.floor().long(), position.ceil().long()
-    frac = position - below
-    lo, hi = ordered[below], ordered[above]
+    """Value at fractional ``position`` (0-dim) of a sorted vector, between its neighbours."""
+    below, above = position.floor().long().reshape(1), position.ceil().long().reshape(1)
+    # index_select, not ordered[below]: a 0-dim index tensor is read back to the host
+    lo, hi = ordered.index_select(0, below)[0], ordered.index_select(0, above)[0]
+    frac = position - position.floor()
     return lo + (hi - lo) * frac
