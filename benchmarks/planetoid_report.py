@@ -88,7 +88,8 @@ def main(folder: str) -> None:
     sens = load(d / "lorap_sensitivity.json")
     if sens:
         ks, rs = (5, 10, 20, 40, 80), (1, 2, 4, 8)
-        out += ["", "## LoRAP k × r (Cora GCN, vanilla QAT W4A4, GPF-LoRAP; test %, seeds per cell in brackets)", "",
+        prompt = next(iter(sens.values())).get("prompt", "")
+        out += ["", f"## LoRAP k × r (Cora GCN, vanilla QAT W4A4, prompt {prompt}; test %, seeds per cell in brackets)", "",
                 "| k \\ r | " + " | ".join(map(str, rs)) + " |", "|---|" + "---|" * len(rs)]
         for k in ks:
             cells = []
