@@ -83,6 +83,7 @@ class GraphPredictor(nn.Module):
     Node inputs are float features ``(N, F_in)`` or categorical labels ``(N,)`` (embedded,
     when ``num_node_types`` is given). Every layer's output is pooled per graph and the
     pooled vectors summed (the GIN readout), then a two-layer MLP gives ``(B, out_dim)``.
+    ``dropout`` acts inside each layer on its (quantized) input, as in :class:`NodeClassifier`.
     """
 
     def __init__(self, arch: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 4,
