@@ -1,13 +1,15 @@
 """Command-line entry points behind ``train.py`` and ``eval.py``.
 
 User mistakes (:class:`~qgnn.errors.QgnnError`) print one paragraph and exit 2; an
-interrupt exits 130 after saving ``last.pt``; anything else keeps its traceback.
+interrupt (Ctrl-C, or SIGTERM as batch schedulers and ``timeout`` send) exits 130 after saving
+``last.pt``; anything else keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from qgnn.errors import QgnnError
@@ -16,7 +18,13 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _run(main, argv) -> int:
+    # SIGTERM takes the Ctrl-C path, so a killed job still leaves last.pt and metrics.json.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return main(argv)
     except QgnnError as exc:
@@ -26,6 +34,8 @@ def _run(main, argv) -> int:
         print("interrupted: last.pt and metrics.json were saved; rerun with --resume to continue.",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_main(argv=None) -> int:

@@ -56,6 +56,7 @@ class ModelConfig:
     attn_dropout: float = 0.0
     batch_norm: bool = False
     readout: str = choice("sum", "sum", "mean", "max")  # graph tasks
+    head_dropout: float = 0.0  # graph tasks: dropout on the pooled vector, before the MLP head
 
 
 @dataclass

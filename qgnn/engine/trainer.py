@@ -242,9 +242,11 @@ def _bits_label(cfg: Config) -> str:
 
 def _resume(path: Path, cfg: Config, model, optimizer, scheduler, dev):
     ckpt = load_checkpoint(path, map_location=dev)
-    if ckpt["config"] != cfg.to_dict():
+    different = _config_differences(ckpt["config"], cfg.to_dict())
+    if different:
         raise CheckpointError(
-            f"cannot resume from {path}: it was written with another config. "
+            f"cannot resume from {path}: it was written with another config "
+            f"({', '.join(different)}). "
             "Resume with the same --config and --set options, or start a new --out folder."
         )
     model.load_state_dict(ckpt["model"])
@@ -254,6 +256,27 @@ def _resume(path: Path, cfg: Config, model, optimizer, scheduler, dev):
         scheduler.load_state_dict(extra["scheduler"])
     torch.set_rng_state(extra["rng"].cpu())  # loaded onto the training device with the rest
     return ckpt["epoch"] + 1, dict(extra["state"])
+
+
+def _config_differences(saved: dict, current: dict) -> list[str]:
+    """Keys whose values differ, as ``key: saved -> current``.
+
+    A key added to the schema after the checkpoint was written takes its default on both
+    sides, so a newer qgnn resumes an older run whose settings it can still express."""
+    try:
+        saved = config_from_dict(saved).to_dict()
+    except ConfigError as exc:
+        return [f"its config no longer validates: {exc}"]
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(saved), flat(current)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k)]
 
 
 def _metrics(cfg: Config, task, state: dict, dev, epochs_run: int, interrupted: bool = False) -> dict:

@@ -83,15 +83,19 @@ class GraphPredictor(nn.Module):
     Node inputs are float features ``(N, F_in)`` or categorical labels ``(N,)`` (embedded,
     when ``num_node_types`` is given). Every layer's output is pooled per graph and the
     pooled vectors summed (the GIN readout), then a two-layer MLP gives ``(B, out_dim)``.
-    ``dropout`` acts inside each layer on its (quantized) input, as in :class:`NodeClassifier`.
+    ``dropout`` acts inside each layer on its (quantized) input, as in :class:`NodeClassifier`;
+    ``head_dropout`` acts on the pooled vector before the head, where the GIN reference
+    (Xu et al. 2019) puts its only dropout.
     """
 
     def __init__(self, arch: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 4,
                  dropout: float = 0.0, heads: int = 4, readout: str = "sum",
-                 batch_norm: bool = True, num_node_types: Optional[int] = None):
+                 batch_norm: bool = True, num_node_types: Optional[int] = None,
+                 head_dropout: float = 0.0):
         super().__init__()
         self.arch = arch
         self.dropout = dropout
+        self.head_dropout = head_dropout
         self.readout = readout
         if num_node_types is not None:
             self.encoder = nn.Embedding(num_node_types, hidden)
@@ -118,4 +122,5 @@ class GraphPredictor(nn.Module):
         for conv, norm in zip(self.convs, self.norms):
             h = F.relu(norm(conv(graph, h)))
             pooled = pooled + ops.readout(graph, h, self.readout)
+        pooled = F.dropout(pooled, self.head_dropout, self.training)
         return self.head(pooled)

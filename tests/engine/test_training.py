@@ -66,8 +66,20 @@ def test_resume_continues_to_the_same_result(require_files, tmp_path):
 def test_resume_with_other_config_is_refused(require_files, tmp_path):
     root = str(require_files(*CORA))
     fit(short(epochs=2), tmp_path, data_root=root, progress=False)
-    with pytest.raises(CheckpointError, match="another config"):
+    with pytest.raises(CheckpointError, match=r"another config \(model.hidden: 64 -> 32"):
         fit(short(epochs=3, **{"model.hidden": 32}), tmp_path, data_root=root, resume=True, progress=False)
+
+
+def test_resume_from_a_checkpoint_without_a_newer_key(require_files, tmp_path):
+    # A key added to the schema later (here prompt.node_lr) takes its default on resume.
+    root = str(require_files(*CORA))
+    fit(short(epochs=2), tmp_path, data_root=root, progress=False)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    del ckpt["config"]["prompt"]["node_lr"]
+    ckpt["config"]["train"]["epochs"] = 3
+    save_checkpoint(tmp_path / "last.pt", **{k: ckpt[k] for k in ("config", "epoch", "model", "optimizer", "metrics", "extra")})
+    resumed = fit(short(epochs=3), tmp_path, data_root=root, resume=True, progress=False)
+    assert resumed["epochs_run"] == 3
 
 
 def test_corrupt_and_truncated_checkpoints(require_files, tmp_path):
@@ -105,6 +117,28 @@ def test_cli_train_and_eval(require_files, tmp_path):
     result = run_cli("eval.py", "--checkpoint", str(out / "best.pt"), "--data-root", root)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["test_metric"] == metrics["test_metric"]
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_130(require_files, tmp_path):
+    # Batch schedulers and `timeout` stop jobs with SIGTERM: it must take the Ctrl-C path.
+    import signal
+    import time
+
+    root = str(require_files(*CORA))
+    out = tmp_path / "run"
+    env = {"PATH": "/usr/bin:/bin", "DGLBACKEND": "pytorch"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--set", "train.epochs=100000",
+         "--set", "train.checkpoint_every=1", "--out", str(out), "--quiet", "--data-root", root],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "rerun with --resume" in stderr
+    assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
 
 
 @pytest.mark.parametrize(

@@ -81,3 +81,14 @@ def test_models_run_on_both_graph_types(arch, graph):
     dbatch = dgl.batch([to_dgl(graph), to_dgl(graph)])
     assert predictor(batch, xb).shape == (2, 2)
     torch.testing.assert_close(predictor(batch, xb), predictor(dbatch, xb), rtol=1e-5, atol=1e-5)
+
+
+def test_graph_predictor_head_dropout_acts_on_the_pooled_vector(graph):
+    # head_dropout=1 zeroes the pooled vector in training: every graph gets head(0); eval keeps it.
+    torch.manual_seed(0)
+    predictor = GraphPredictor("gin", 8, 16, 2, num_layers=2, head_dropout=1.0)
+    batch = Graph.batch([graph, graph])
+    xb = torch.randn(batch.num_nodes, 8)
+    zero = predictor.head(torch.zeros(1, 16))
+    torch.testing.assert_close(predictor.train()(batch, xb), zero.expand(2, 2))
+    assert not torch.allclose(predictor.eval()(batch, xb), zero.expand(2, 2))
