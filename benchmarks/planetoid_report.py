@@ -76,7 +76,8 @@ def main(folder: str) -> None:
                            + " | ".join(cell(r) for r in rows) + f" | {closed} |")
     w2 = load(d / "prompts_planetoid_w2a2_gcn.json")
     if w2:
-        out += ["", "## GCN at W2A2 with prompts (test %, 5 seeds)", "",
+        seeds = "/".join(map(str, sorted({r["seeds"] for r in w2.values()})))
+        out += ["", f"## GCN at W2A2 with prompts (test %, {seeds} seeds)", "",
                 "| dataset | method | float32 | no prompt | GPF-plus | LoRAP | GPF-LoRAP | bits (no prompt) |",
                 "|---|---|---|---|---|---|---|---|"]
         for ds in ("cora", "citeseer"):
