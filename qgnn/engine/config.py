@@ -57,6 +57,7 @@ class ModelConfig:
     batch_norm: bool = False
     readout: str = choice("sum", "sum", "mean", "max")  # graph tasks
     head_dropout: float = 0.0  # graph tasks: dropout on the pooled vector, before the MLP head
+    head_norm: bool = False  # graph tasks: batch norm on the pooled vector (sum readouts of big graphs)
 
 
 @dataclass
