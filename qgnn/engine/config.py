@@ -59,6 +59,14 @@ class ModelConfig:
     head_dropout: float = 0.0  # graph tasks: dropout on the pooled vector, before the MLP head
     head_norm: bool = False  # graph tasks: batch norm on the pooled vector (sum readouts of big graphs)
 
+    def validate(self) -> None:
+        for key in ("hidden", "num_layers", "heads", "out_heads"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key 'model.{key}' must be a positive integer, got {getattr(self, key)}.")
+        for key in ("dropout", "attn_dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"config key 'model.{key}' is a probability in [0, 1), got {getattr(self, key)}.")
+
 
 @dataclass
 class TrainConfig:

@@ -147,7 +147,8 @@ class _GraphTask:
         return GraphPredictor(
             m.arch, in_dim, m.hidden, self._out_dim(), num_layers=m.num_layers,
             dropout=m.dropout, heads=m.heads, readout=m.readout, batch_norm=m.batch_norm,
-            head_dropout=m.head_dropout, head_norm=m.head_norm, num_node_types=d.num_node_types if categorical else None,
+            head_dropout=m.head_dropout, head_norm=m.head_norm,
+            num_node_types=d.num_node_types if categorical else None,
         )
 
     def _batch(self, indices) -> tuple:

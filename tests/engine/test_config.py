@@ -46,6 +46,9 @@ def test_int_is_accepted_for_float():
         ("train.patience=x", r"'train.patience' must be int or null"),
         ("model=3", r"'model' must be a mapping"),
         ("nokeyvalue", r"--set takes key=value"),
+        ("model.dropout=1.5", r"'model.dropout' is a probability in \[0, 1\), got 1.5"),
+        ("model.head_dropout=-0.1", r"'model.head_dropout' is a probability"),
+        ("model.hidden=0", r"'model.hidden' must be a positive integer, got 0"),
     ],
 )
 def test_bad_values_name_the_key(override, match):
