@@ -84,7 +84,7 @@ def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
                "weight_decay": cfg.train.weight_decay}]
     if node_prompt_params:
         groups.append({"params": node_prompt_params, "weight_decay": cfg.train.weight_decay,
-                       "lr": cfg.prompt.node_lr or cfg.train.lr})
+                       "lr": cfg.train.lr if cfg.prompt.node_lr is None else cfg.prompt.node_lr})
     if quant_params:
         groups.append({"params": quant_params, "weight_decay": 0.0})
     return torch.optim.Adam(groups, lr=cfg.train.lr)
