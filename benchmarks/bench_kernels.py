@@ -546,15 +546,251 @@ def main_quick(out_path) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- --stream
+STREAM_FLAGS = ("STREAM_BLOCK_M", "STREAM_BLOCK_C", "STREAM_WARPS", "STREAM_STAGES",
+                "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C", "BWD_STREAM_WARPS")
+
+
+def stream_correctness():
+    """Streamed forward / backward and the chunked aggregation epilogue against float64."""
+    os.environ["QGNN_KERNEL_POISON"] = "1"
+    out = {"all_written": True}
+    shapes = [(QUICK_N, 256, 40, 2, None), (1001, 24, 5, 2, None), (777, 40, 40, 3, None),
+              (555, 33, 7, 1, 19)]
+    for tf32 in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        for fwd, bwd, fuse in (("stream", "stream", True), ("stream", "stream", False),
+                               ("stream", "rows", True)):
+            old = set_flags(FWD_MODE_EXACT=fwd, FWD_MODE_TF32=fwd, BWD_MODE=bwd, BWD_FUSE_DZ=fuse)
+            for i, sh in enumerate(shapes):
+                errs, ok = lorap_errors(*sh, seed=20 + i)
+                out[f"tf32={tf32} fwd={fwd} bwd={bwd} fuse_dz={fuse} shape={sh[:4]}"] = errs
+                out["all_written"] &= ok
+            set_flags(**old)
+        graph = power_law_graph(**CHECK_GRAPH, seed=1).gcn_norm()
+        w = graph.edge_weight
+        x = torch.randn(graph.num_nodes, 256, device="cuda", dtype=torch.float64, requires_grad=True)
+        q64 = [t.double().requires_grad_(True) for t in lorap_params(256, 40, 2)]
+        for epi, chunk in ((True, 32), (True, 16), (False, 32)):
+            old = set_flags(AGG_LORAP_EPILOGUE=epi, AGG_EPI_BLOCK_C=chunk, FWD_MODE_EXACT="stream",
+                            FWD_MODE_TF32="stream", BWD_MODE="stream")
+            for reduce in ("sum", "mean"):
+                ref = agg.csr_aggregate_lorap_reference(graph.indptr, graph.indices, w.double(), x,
+                                                        reduce, *q64)
+                g = torch.randn_like(ref)
+                gref = torch.autograd.grad(ref, [x] + q64, g)
+                f32 = [t.detach().float().requires_grad_(True) for t in [x] + q64]
+                res = agg.aggregate_graph_lorap(graph, f32[0], *f32[1:], reduce=reduce)
+                gres = torch.autograd.grad(res, f32, g.float())
+                out[f"tf32={tf32} agg epilogue={epi} chunk={chunk} {reduce}"] = dict(zip(
+                    ["out", "dx", "dW_a", "db_a", "dU", "dV"],
+                    [rel(res, ref)] + [rel(a, b) for a, b in zip(gres, gref)]))
+                out["all_written"] &= bool(all(torch.isfinite(t).all() for t in [res, *gres]))
+            set_flags(**old)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    os.environ["QGNN_KERNEL_POISON"] = "0"
+    return out
+
+
+FWD_SWEEP = ((64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 4), (64, 64, 8, 2),
+             (32, 64, 4, 3), (128, 64, 4, 2), (64, 128, 4, 2))
+BWD_SWEEP = ((64, 64, 4), (32, 64, 4), (64, 32, 4), (128, 64, 8), (64, 64, 8), (32, 32, 4))
+
+
+def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
+    """LoRAP injection: split vs streamed forward, rows vs streamed backward, fwd+bwd."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    params = lorap_params(d, k, r)
+    pg = lorap_params(d, k, r, grad=True)
+    s = torch.randn(n, d, device="cuda")
+    g = torch.randn(n, d, device="cuda")
+    row = {"N": n, "d": d, "k": k, "r": r, "allow_tf32": tf32, "sweep_ms": {}}
+    sw = row["sweep_ms"]
+    if sweep:
+        for bm, bc, nw, st in FWD_SWEEP:
+            sw[f"fwd stream bm={bm} bc={bc} w={nw} st={st}"] = bench(lambda: lk.lorap_forward_triton(
+                s, *params, mode="stream", block_m=bm, block_c=bc, num_warps=nw, num_stages=st))
+        best = min((v, kk) for kk, v in sw.items() if isinstance(v, float) and "fwd" in kk)[1]
+        bm, bc, nw, st = (int(x.split("=")[1]) for x in best.split()[2:])
+        set_flags(STREAM_BLOCK_M=bm, STREAM_BLOCK_C=bc, STREAM_WARPS=nw, STREAM_STAGES=st)
+    alpha_buf = torch.empty(n, k, device="cuda")
+    row["fwd_stream_ms"] = bench(lambda: lk.lorap_forward_triton(s, *params, mode="stream"))
+    row["fwd_stream_alpha_ms"] = bench(
+        lambda: lk.lorap_forward_triton(s, *params, mode="stream", alpha_out=alpha_buf))
+    row["fwd_split_ms"] = bench(lambda: lk.lorap_forward_triton(s, *params, mode="split"))
+    row["copy_same_bytes_ms"] = bench(lambda: torch.add(s, 1.0))
+    with torch.no_grad():
+        row["torch_fwd_ms"] = bench(lambda: lk.lorap_reference(s, *params))
+    alpha = lk.lorap_alpha(s, *params[:2])
+    if sweep:
+        for bm, bc, nw in BWD_SWEEP:
+            sw[f"bwd stream bm={bm} bc={bc} w={nw}"] = bench(lambda: lk.lorap_backward_triton(
+                g, s, *params, alpha=alpha, mode="stream", block_m=bm, block_c=bc, num_warps=nw))
+        best = min((v, kk) for kk, v in sw.items() if isinstance(v, float) and "bwd" in kk)[1]
+        bm, bc, nw = (int(x.split("=")[1]) for x in best.split()[2:])
+        set_flags(BWD_STREAM_BLOCK_M=bm, BWD_STREAM_BLOCK_C=bc, BWD_STREAM_WARPS=nw)
+    row["bwd_stream_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,
+                                                                   mode="stream"))
+    row["bwd_stream_cublas_dz_ms"] = bench(lambda: lk.lorap_backward_triton(
+        g, s, *params, alpha=alpha, mode="stream", fuse_dz=False))
+    row["bwd_rows_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,
+                                                                 mode="rows"))
+    dsc = torch.randn(n, k, device="cuda")
+    row["dwa_gemm_ms"] = bench(lambda: torch.mm(dsc.t(), s))
+
+    def fwd_bwd(fn):
+        def run():
+            x = s.detach().requires_grad_(True)
+            return torch.autograd.grad(fn(x, *pg), [x] + pg, g)
+        return run
+
+    for fwd, bwd in (("stream", "stream"), ("split", "rows")):
+        old = set_flags(FWD_MODE_EXACT=fwd, FWD_MODE_TF32=fwd, BWD_MODE=bwd)
+        row[f"fwdbwd fwd={fwd} bwd={bwd} ms"] = bench(fwd_bwd(lk.lorap_inject))
+        set_flags(**old)
+    row["torch_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_reference))
+    row["chosen"] = {f: getattr(lk, f) for f in STREAM_FLAGS}
+    row["fwd_floor_ms"] = 2 * n * d * F32 / copy_bw * 1e3
+    row["fwd_alpha_floor_ms"] = (2 * n * d + n * k) * F32 / copy_bw * 1e3
+    row["fwdbwd_floor_ms"] = 5 * n * d * F32 / copy_bw * 1e3
+    f, fb = row["fwd_stream_ms"], row["fwdbwd fwd=stream bwd=stream ms"]
+    row["fwd_speedup"] = ratio(row["torch_fwd_ms"], f)
+    row["fwd_pct_floor"] = 100 * (ratio(row["fwd_floor_ms"], f) or 0)
+    row["fwdbwd_speedup"] = ratio(row["torch_fwdbwd_ms"], fb)
+    row["fwdbwd_pct_floor"] = 100 * (ratio(row["fwdbwd_floor_ms"], fb) or 0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return row
+
+
+def stream_aggregate(copy_bw, d=256, k=40, r=2):
+    """Aggregation + LoRAP on the power-law graph: chunked epilogue vs separate passes."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    base = power_law_graph(**QUICK_GRAPH)
+    graph = base.gcn_norm(add_self_loops=True)
+    n, e = graph.num_nodes, graph.num_edges
+    w = graph.edge_weight.float().contiguous()
+    plan = agg.CSRPlan(graph.indptr, graph.indices)
+    plan.transposed()
+    x = torch.randn(n, d, device="cuda")
+    params = lorap_params(d, k, r)
+    adj = sparse_csr(graph.indptr, graph.indices, w, n)
+    t = {}
+    t["agg_only"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum"))
+    for chunk in (16, 32, 64, 0):
+        old = set_flags(AGG_EPI_BLOCK_C=chunk)
+        t[f"agg_lorap_epilogue_fwd chunk={chunk}"] = bench(
+            lambda: agg.aggregate_triton(plan, w, x, "sum", params))
+        set_flags(**old)
+    alpha_buf = torch.empty(n, k, device="cuda")
+    t["agg_lorap_epilogue_fwd_alpha"] = bench(
+        lambda: agg.aggregate_triton(plan, w, x, "sum", params, alpha_out=alpha_buf))
+    t["agg_then_stream_lorap_fwd"] = bench(lambda: lk.lorap_forward_triton(
+        agg.aggregate_triton(plan, w, x, "sum")[0], *params, mode="stream"))
+    t["spmm_only"] = bench(lambda: torch.sparse.mm(adj, x))
+    t["spmm_then_stream_lorap_fwd"] = bench(
+        lambda: lk.lorap_forward_triton(torch.sparse.mm(adj, x), *params, mode="stream"))
+    pg = lorap_params(d, k, r, grad=True)
+    xg = x.clone().requires_grad_(True)
+    g = torch.randn(n, d, device="cuda")
+
+    def fused_fb():
+        out = agg.csr_aggregate_lorap(graph.indptr, graph.indices, w, xg, "sum", *pg, plan=plan)
+        return torch.autograd.grad(out, [xg] + pg, g)
+
+    def plain_fb():
+        out = agg.csr_aggregate(graph.indptr, graph.indices, w, xg, "sum", plan=plan)
+        return torch.autograd.grad(out, [xg], g)
+
+    def spmm_fb():
+        out = lk.lorap_inject(torch.sparse.mm(adj, xg), *pg)
+        return torch.autograd.grad(out, [xg] + pg, g)
+
+    old = set_flags(FWD_MODE_EXACT="stream", BWD_MODE="stream")
+    for epi in (True, False):
+        o2 = set_flags(AGG_LORAP_EPILOGUE=epi)
+        t[f"fwdbwd agg+lorap epilogue={epi}"] = bench(fused_fb)
+        set_flags(**o2)
+    t["fwdbwd agg_only"] = bench(plain_fb)
+    t["fwdbwd spmm + lorap_inject"] = bench(spmm_fb)
+    set_flags(**old)
+    try:
+        from torch_geometric.nn import GCNConv
+
+        conv = GCNConv(d, d, cached=True).cuda()
+        edge_index = torch.stack(base.edges())
+        with torch.no_grad():
+            conv(x, edge_index)
+            t["pyg_gcnconv_fwd (includes its 256x256 linear)"] = bench(lambda: conv(x, edge_index))
+    except Exception as exc:  # noqa: BLE001
+        t["pyg_gcnconv_fwd"] = f"unavailable: {exc!r}"[:160]
+    floor = 2 * n * d * F32 + e * (8 + 4) + n * 8
+    return {"N": n, "E": e, "d": d, "max_in_degree": int(graph.in_degrees().max()),
+            "floor_ms": floor / copy_bw * 1e3, "times_ms": t}
+
+
+def main_stream(out_path) -> int:
+    torch.manual_seed(0)
+    RESULTS["env"] = env_info()
+    RESULTS["mode"] = "stream"
+    t0 = time.time()
+    try:
+        RESULTS["correctness"] = stream_correctness()
+    except Exception as exc:  # keep timing even if a check cannot run; the error is reported
+        RESULTS["correctness"] = f"failed: {exc!r}"[:500]
+        os.environ["QGNN_KERNEL_POISON"] = "0"
+    save(out_path)
+    worst = {}
+    if isinstance(RESULTS["correctness"], dict):
+        for kk, v in RESULTS["correctness"].items():
+            if isinstance(v, dict):
+                tag = kk.split()[0]
+                worst[tag] = max(worst.get(tag, 0.0), max(v.values()))
+    print("(d) correctness, worst relative error:", worst,
+          "all written:", RESULTS["correctness"].get("all_written")
+          if isinstance(RESULTS["correctness"], dict) else RESULTS["correctness"], flush=True)
+    bw = copy_bandwidth()
+    rows = []
+    for tf32 in (False, True):
+        rows.append(stream_lorap(bw, tf32))
+        RESULTS["lorap"] = rows
+        save(out_path)
+    for n in (2_708, 2_450_000):
+        rows.append(stream_lorap(bw, False, n=n, sweep=False))
+        RESULTS["lorap"] = rows
+        save(out_path)
+    RESULTS["aggregate"] = stream_aggregate(bw)
+    RESULTS["wall_s"] = time.time() - t0
+    save(out_path)
+    us = lambda v: f"{v * 1e3:8.1f}" if isinstance(v, float) else f"{'fail':>8}"  # noqa: E731
+    print("\nLoRAP d=256 k=40 r=2 (us, median)")
+    for r_ in rows:
+        print(f"N={r_['N']:>9} tf32={r_['allow_tf32']!s:5} fwd stream {us(r_['fwd_stream_ms'])}"
+              f" (+alpha {us(r_['fwd_stream_alpha_ms'])}) split {us(r_['fwd_split_ms'])} torch "
+              f"{us(r_['torch_fwd_ms'])} x{r_['fwd_speedup'] or 0:.2f} {r_['fwd_pct_floor']:.0f}% floor |"
+              f" bwd stream {us(r_['bwd_stream_ms'])} rows {us(r_['bwd_rows_ms'])} | fwd+bwd "
+              f"{us(r_['fwdbwd fwd=stream bwd=stream ms'])} old {us(r_['fwdbwd fwd=split bwd=rows ms'])}"
+              f" torch {us(r_['torch_fwdbwd_ms'])} x{r_['fwdbwd_speedup'] or 0:.2f}")
+    a = RESULTS["aggregate"]
+    print(f"aggregation N={a['N']} E={a['E']} floor {a['floor_ms'] * 1e3:.1f} us")
+    for kk, v in a["times_ms"].items():
+        print(f"  {kk:45s} {us(v)}")
+    print(f"copy {RESULTS['copy']['GBps']:.0f} GB/s; wall {RESULTS['wall_s']:.0f} s")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="JSON file for the results")
     ap.add_argument("--sweep", action="store_true", help="also time block-size variants")
     ap.add_argument("--skip-large", action="store_true", help="skip N=2,450,000")
     ap.add_argument("--quick", action="store_true", help="only what the LoRAP rework changed")
+    ap.add_argument("--stream", action="store_true",
+                    help="the streamed LoRAP kernels and the chunked aggregation epilogue")
     args = ap.parse_args()
     if args.quick:
         return main_quick(args.out)
+    if args.stream:
+        return main_stream(args.out)
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     RESULTS["env"] = env_info()

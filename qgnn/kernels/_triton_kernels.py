@@ -133,6 +133,54 @@ def lorap_apply_kernel(
     tl.store(out_ptr + rows64[:, None] * D + cols[None, :], out, mask=mask)
 
 
+@triton.jit
+def lorap_fwd_stream_kernel(
+    s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
+    N, D, D_IN, K,
+    R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_PAD: tl.constexpr,
+    PREC: tl.constexpr, STAGES: tl.constexpr, STORE_ALPHA: tl.constexpr,
+):
+    """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
+    chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
+
+    Pass 1 is a GEMM main loop: ``scores += z[:, c] W_a^T[c, :]`` chunk by chunk on the tensor
+    cores, software-pipelined ``STAGES`` deep, so only ``(BLOCK_M + K_PAD) x BLOCK_C`` tiles
+    sit in shared memory (the whole ``W_a^T`` would take 64 KB at d=256). Pass 2 re-reads
+    each ``s`` chunk (just read, so an L2 hit), adds the rank-``R`` product and writes it.
+    ``STORE_ALPHA``: also write ``alpha`` ``(N, K)`` float32 for the backward.
+    """
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    rows64 = rows.to(tl.int64)
+    kk = tl.arange(0, K_PAD)
+    kmask = kk < K
+    cc = tl.arange(0, BLOCK_C)
+    scores = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
+    for c0 in tl.range(0, D_IN, BLOCK_C, num_stages=STAGES):
+        cols = c0 + cc
+        cmask = cols < D_IN
+        zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        wt = tl.load(wa_ptr + kk[None, :] * D_IN + cols[:, None],
+                     mask=cmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
+        scores = tl.dot(zt, wt, scores, input_precision=PREC)
+    b = tl.load(ba_ptr + kk, mask=kmask, other=0.0).to(tl.float32)
+    alpha = _masked_softmax(scores + b[None, :], kmask)
+    if STORE_ALPHA:
+        tl.store(alpha_ptr + rows64[:, None] * K + kk[None, :], alpha,
+                 mask=rmask[:, None] & kmask[None, :])
+    for c0 in range(0, D, BLOCK_C):
+        cols = c0 + cc
+        cmask = cols < D
+        m = rmask[:, None] & cmask[None, :]
+        res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
+        for j in tl.static_range(R):
+            u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)
+            v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
+            res += tl.sum(alpha * u_j[None, :], axis=1)[:, None] * v_j[None, :]
+        tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
+
+
 # --------------------------------------------------------------------------- LoRAP backward
 @triton.jit
 def lorap_bwd_rows_kernel(
@@ -208,6 +256,76 @@ def lorap_bwd_rows_kernel(
              mask=(rr[:, None] < R) & (cols[None, :] < D))
 
 
+@triton.jit
+def lorap_bwd_stream_kernel(
+    g_ptr, alpha_ptr, wa_ptr, u_ptr, v_ptr,
+    dsc_ptr, dzs_ptr, dba_part, du_part, dv_part,
+    N, D, D_IN, K,
+    R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+    K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
+):
+    """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``.
+
+    Pass 1 reads ``g`` chunk by chunk: ``d(alpha U) = g V^T`` ``(BLOCK_M, R)`` and this
+    block's share of ``dV = (alpha U)^T g``, written to ``dv_part[pid]``. Then
+    ``d scores = alpha * (d alpha - <alpha, d alpha>)`` with ``d alpha = d(alpha U) U^T``,
+    written to ``dsc`` ``(N, K)`` (the caller forms ``dW_a = d scores^T z`` with cuBLAS),
+    and the block's ``db_a`` and ``dU`` partial sums. Pass 2 (``FUSE_DZ``) writes
+    ``dzs = d scores W_a (+ g when ADD_G)`` chunk by chunk, the product on the tensor cores.
+    Partials are per program and summed by the caller: deterministic, no atomics.
+    """
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
+    rows64 = rows.to(tl.int64)
+    kk = tl.arange(0, K_PAD)
+    kmask = kk < K
+    rr = tl.arange(0, R_PAD)
+    cc = tl.arange(0, BLOCK_C)
+    alpha = tl.load(alpha_ptr + rows64[:, None] * K + kk[None, :],
+                    mask=rmask[:, None] & kmask[None, :], other=0.0)
+    # alpha U, one column per rank (rows past N have alpha = 0, so they add nothing below)
+    au = tl.zeros((BLOCK_M, R_PAD), dtype=tl.float32)
+    for j in tl.static_range(R):
+        u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)
+        au += tl.where(rr[None, :] == j, tl.sum(alpha * u_j[None, :], axis=1)[:, None], 0.0)
+    d_au = tl.zeros((BLOCK_M, R_PAD), dtype=tl.float32)
+    for c0 in range(0, D, BLOCK_C):
+        cols = c0 + cc
+        cmask = cols < D
+        g = tl.load(g_ptr + rows64[:, None] * D + cols[None, :],
+                    mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        for j in tl.static_range(R):
+            v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
+            d_au += tl.where(rr[None, :] == j, tl.sum(g * v_j[None, :], axis=1)[:, None], 0.0)
+            au_j = tl.sum(tl.where(rr[None, :] == j, au, 0.0), axis=1)
+            tl.store(dv_part + (pid * R + j).to(tl.int64) * D + cols,
+                     tl.sum(au_j[:, None] * g, axis=0), mask=cmask)
+    d_alpha = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
+    for j in tl.static_range(R):
+        u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)
+        d_au_j = tl.sum(tl.where(rr[None, :] == j, d_au, 0.0), axis=1)
+        d_alpha += d_au_j[:, None] * u_j[None, :]
+        tl.store(du_part + (pid * K + kk) * R + j, tl.sum(alpha * d_au_j[:, None], axis=0),
+                 mask=kmask)
+    d_scores = alpha * (d_alpha - tl.sum(alpha * d_alpha, axis=1)[:, None])
+    tl.store(dba_part + pid * K + kk, tl.sum(d_scores, axis=0), mask=kmask)
+    tl.store(dsc_ptr + rows64[:, None] * K + kk[None, :], d_scores,
+             mask=rmask[:, None] & kmask[None, :])
+    if FUSE_DZ:
+        for c0 in range(0, D_IN, BLOCK_C):
+            cols = c0 + cc
+            cmask = cols < D_IN
+            m = rmask[:, None] & cmask[None, :]
+            w = tl.load(wa_ptr + kk[:, None] * D_IN + cols[None, :],
+                        mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+            acc = tl.dot(d_scores, w, input_precision=PREC)
+            if ADD_G:  # D == D_IN here; this chunk of g was read in pass 1 (an L2 hit)
+                acc += tl.load(g_ptr + rows64[:, None] * D + cols[None, :], mask=m,
+                               other=0.0).to(tl.float32)
+            tl.store(dzs_ptr + rows64[:, None] * D_IN + cols[None, :], acc, mask=m)
+
+
 # --------------------------------------------------------------------------- CSR aggregation
 @triton.jit
 def csr_agg_kernel(
@@ -218,7 +336,7 @@ def csr_agg_kernel(
     HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, LORAP: tl.constexpr, STORE_S: tl.constexpr,
     STORE_ALPHA: tl.constexpr,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
-    UNROLL: tl.constexpr, PREC: tl.constexpr,
+    UNROLL: tl.constexpr, PREC: tl.constexpr, EPI_BLOCK_C: tl.constexpr,
 ):
     """Sum (or mean) of weighted in-neighbour rows for ``BLOCK_M`` *segments* per program.
 
@@ -228,7 +346,8 @@ def csr_agg_kernel(
     (``UNROLL`` steps issued back to back to keep several gathers in flight).
     ``vout >= 0``: the segment is the whole row ``vout``: finish it (mean, LoRAP epilogue)
     and write ``out[vout]`` (and ``s[vout]`` when ``STORE_S``, ``alpha[vout]`` ``(K,)`` when
-    ``STORE_ALPHA``). ``vout < 0``: a piece of a
+    ``STORE_ALPHA``; ``EPI_BLOCK_C > 0`` forms the LoRAP scores in column chunks of that
+    width, 0 in one tile). ``vout < 0``: a piece of a
     long row: write the raw partial sum to ``part[-vout - 1]``; the caller finishes those.
     """
     pid = tl.program_id(0)
@@ -260,8 +379,29 @@ def csr_agg_kernel(
     if STORE_S:
         tl.store(s_ptr + row[:, None] * D + cols[None, :], acc, mask=wmask)
     if LORAP:
-        wt = _load_wt(wa_ptr, D, K, BLOCK_D, K_PAD)
-        alpha = _softmax_scores(acc, wt, ba_ptr, K, K_PAD, PREC)
+        if EPI_BLOCK_C > 0:
+            # Stream the finished sums back through out (this program's own rows, so an L1 /
+            # L2 hit; overwritten below) to form the scores chunk by chunk: the whole W_a^T
+            # tile would take 64 KB of registers at d=256 and spill.
+            tl.store(out_ptr + row[:, None] * D + cols[None, :], acc, mask=wmask)
+            tl.debug_barrier()
+            kk = tl.arange(0, K_PAD)
+            kmask = kk < K
+            cc = tl.arange(0, EPI_BLOCK_C)
+            scores = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
+            for c0 in range(0, D, EPI_BLOCK_C):
+                cl = c0 + cc
+                cm = cl < D
+                at = tl.load(out_ptr + row[:, None] * D + cl[None, :],
+                             mask=whole[:, None] & cm[None, :], other=0.0).to(tl.float32)
+                wt = tl.load(wa_ptr + kk[None, :] * D + cl[:, None],
+                             mask=cm[:, None] & kmask[None, :], other=0.0).to(tl.float32)
+                scores = tl.dot(at, wt, scores, input_precision=PREC)
+            b = tl.load(ba_ptr + kk, mask=kmask, other=0.0).to(tl.float32)
+            alpha = _masked_softmax(scores + b[None, :], kmask)
+        else:
+            wt = _load_wt(wa_ptr, D, K, BLOCK_D, K_PAD)
+            alpha = _softmax_scores(acc, wt, ba_ptr, K, K_PAD, PREC)
         if STORE_ALPHA:
             kk = tl.arange(0, K_PAD)
             tl.store(alpha_ptr + row[:, None] * K + kk[None, :], alpha,

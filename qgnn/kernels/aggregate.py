@@ -43,6 +43,8 @@ MAX_SEGMENT = 256
 # aggregate and runs lorap_forward_triton on it (its own mode, see lorap.fwd_mode).
 # Measured on the power-law graph below: 1449 us (epilogue) vs 983 us (separate) forward.
 AGG_LORAP_EPILOGUE = False
+# Epilogue score product in column chunks of this width (0: one W_a^T tile, which spills).
+AGG_EPI_BLOCK_C = 32
 
 
 # ----------------------------------------------------------------------------- references
@@ -174,6 +176,7 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
         STORE_S=store_s, STORE_ALPHA=alpha_out is not None, R=r, BLOCK_M=block_m,
         BLOCK_D=max(16, _next_pow2(d)),
         K_PAD=max(16, _next_pow2(k)), UNROLL=unroll or AGG_UNROLL, PREC=dot_precision(),
+        EPI_BLOCK_C=min(AGG_EPI_BLOCK_C, max(16, _next_pow2(d))),
         num_warps=num_warps or AGG_WARPS, num_stages=num_stages or AGG_STAGES,
     )
     if plan.num_pieces:
@@ -234,9 +237,11 @@ class CSRAggregateFunction(torch.autograd.Function):
 class CSRAggregateLorapFunction(torch.autograd.Function):
     """Autograd wrapper for aggregation + LoRAP (epilogue or separate, ``AGG_LORAP_EPILOGUE``).
 
-    When a gradient will be needed the forward also keeps ``s`` (the aggregate) and
-    ``alpha`` ``(N, k)``, since the LoRAP backward needs them and recomputing ``s`` would
-    repeat the whole gather.
+    When a gradient will be needed the forward also keeps ``alpha`` ``(N, k)`` and either
+    ``s`` (the aggregate, written anyway by the separate path) or, with the epilogue, the
+    output itself: the LoRAP backward needs ``s`` only for ``dW_a``, and
+    ``s = out - (alpha U) V`` lets it form that from ``out`` without writing ``s``
+    (recomputing ``s`` would repeat the whole gather).
     """
 
     @staticmethod
@@ -245,9 +250,10 @@ class CSRAggregateLorapFunction(torch.autograd.Function):
         lorap = (weight_a, bias_a, U, V)
         need = any(ctx.needs_input_grad[:5])
         alpha = alloc((x.shape[0], U.shape[0]), x, torch.float32) if need else None
+        ctx.s_from_output = AGG_LORAP_EPILOGUE
         if AGG_LORAP_EPILOGUE:
-            out, s = aggregate_triton(plan, edge_weight, x, reduce, lorap, store_s=need,
-                                      alpha_out=alpha)
+            out = aggregate_triton(plan, edge_weight, x, reduce, lorap, alpha_out=alpha)[0]
+            s = out
         else:
             s = aggregate_triton(plan, edge_weight, x, reduce)[0]
             out = lorap_forward_triton(s, *lorap, alpha_out=alpha)
@@ -258,7 +264,8 @@ class CSRAggregateLorapFunction(torch.autograd.Function):
     def backward(ctx, grad):
         s, weight_a, bias_a, U, V, edge_weight, alpha = ctx.saved_tensors
         ds, _, dwa, dba, du, dv = lorap_backward_triton(grad.contiguous(), s, weight_a, bias_a,
-                                                        U, V, alpha=alpha)
+                                                        U, V, alpha=alpha,
+                                                        s_from_output=ctx.s_from_output)
         dx = None
         if ctx.needs_input_grad[0]:
             plan_t, w_t = _backward_weights(ctx.plan, edge_weight, ctx.reduce)

@@ -48,6 +48,11 @@ FWD_STAGES = 1
 # Split forward's Triton pass (one row block per program; ~64 registers a thread).
 APPLY_BLOCK_M = 8
 APPLY_WARPS = 4
+# Streamed forward ("stream"): row block, column chunk, warps, pipelining depth.
+STREAM_BLOCK_M = 64
+STREAM_BLOCK_C = 64
+STREAM_WARPS = 4
+STREAM_STAGES = 3
 # Backward row pass: row block, warps, programs per SM (persistent grid; ~128 registers a
 # thread, so 16 warps fit on a multiprocessor), and whether it also forms ds (or dz)
 # itself (else cuBLAS does; 637 vs 671 us for the whole backward with tf32 off).
@@ -55,6 +60,12 @@ BWD_BLOCK_M = 16
 BWD_WARPS = 8
 BWD_PROGRAMS_PER_SM = 2
 BWD_FUSE_DZ = True
+# Backward row pass: "rows" (persistent, the kernel above) or "stream" (one row block per
+# program, column chunks, ds / dz product on the tensor cores), and the stream tunables.
+BWD_MODE = "rows"
+BWD_STREAM_BLOCK_M = 64
+BWD_STREAM_BLOCK_C = 64
+BWD_STREAM_WARPS = 4
 
 
 def lorap_reference(
@@ -127,14 +138,15 @@ def lorap_alpha(z, weight_a, bias_a) -> Tensor:
 
 
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
-                         mode=None, block_m=None, num_warps=None, num_stages=None):
+                         mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
         out: optional ``(N, d)`` buffer for the result.
         alpha_out: optional ``(N, k)`` float32 buffer that receives ``alpha``.
-        mode: ``"split"`` or ``"fused"``; ``None`` means :func:`fwd_mode`.
-        block_m, num_warps, num_stages: override the tunables of the chosen mode.
+        mode: ``"split"``, ``"fused"`` or ``"stream"``; ``None`` means :func:`fwd_mode`.
+        block_m, num_warps, num_stages, block_c: override the tunables of the chosen mode
+            (``block_c``: column chunk of ``"stream"``).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -155,8 +167,20 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
             num_warps=num_warps or APPLY_WARPS, num_stages=num_stages or 1,
         )
         return out
+    if mode == "stream":
+        block_m = block_m or STREAM_BLOCK_M
+        block_c = block_c or STREAM_BLOCK_C
+        tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
+            s, s if z is None else z, weight_a, bias_a, U, V, out,
+            alpha_out if alpha_out is not None else out,
+            n, d, d_in, k,
+            R=r, BLOCK_M=block_m, BLOCK_C=block_c, K_PAD=meta["K_PAD"], PREC=meta["PREC"],
+            STAGES=num_stages or STREAM_STAGES, STORE_ALPHA=alpha_out is not None,
+            num_warps=num_warps or STREAM_WARPS, num_stages=num_stages or STREAM_STAGES,
+        )
+        return out
     if mode != "fused":
-        raise ValueError(f"mode must be 'split' or 'fused', got {mode!r}.")
+        raise ValueError(f"mode must be 'split', 'fused' or 'stream', got {mode!r}.")
     block_m = block_m or FWD_BLOCK_M
     tiles = -(-n // block_m)
     grid = (max(1, min(tiles, FWD_PROGRAMS_PER_SM * num_sms(s.device))),)
@@ -172,7 +196,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 
 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
-                          fuse_dz=None, block_m=None, num_warps=None):
+                          fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
+                          s_from_output=False):
     """Triton + cuBLAS backward, no autograd.
 
     Args:
@@ -180,6 +205,11 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
             forward's inputs.
         alpha: ``(N, k)`` float32 from the forward (``alpha_out``); ``None`` recomputes it.
         fuse_dz: form ``ds`` / ``dz`` in the Triton pass (``None``: ``BWD_FUSE_DZ``).
+        mode: ``"rows"`` or ``"stream"`` row pass (``None``: ``BWD_MODE``); block_m,
+            num_warps, block_c override its tunables.
+        s_from_output: ``s`` holds the forward's *output* ``s + (alpha U) V`` instead (score
+            input ``s`` and ``alpha`` given): ``dW_a = d scores^T out - (d scores^T (alpha U)) V``,
+            so the caller need not keep the aggregate.
 
     Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
     ``s`` (its gradient is then folded into ``ds``); with a separate score input ``ds`` is
@@ -193,26 +223,37 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     zz = s if z is None else z
     d_in = zz.shape[1]
     f32 = torch.float32
+    if s_from_output and (z is not None or alpha is None):
+        raise ValueError("s_from_output needs the forward's alpha and no separate score input.")
     if alpha is None:
         alpha = lorap_alpha(zz, weight_a, bias_a)
     fuse = BWD_FUSE_DZ if fuse_dz is None else fuse_dz
-    block_m = block_m or BWD_BLOCK_M
+    mode = mode or BWD_MODE
+    if mode not in ("rows", "stream"):
+        raise ValueError(f"mode must be 'rows' or 'stream', got {mode!r}.")
+    stream = mode == "stream"
+    block_m = block_m or (BWD_STREAM_BLOCK_M if stream else BWD_BLOCK_M)
     tiles = -(-n // block_m)
-    progs = max(1, min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
+    # "rows" is persistent (a few programs per SM); "stream" runs one program per row block.
+    progs = max(1, tiles if stream else min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
     dsc = alloc((n, k), s, f32)
     dzs = alloc((n, d_in), zz) if fuse else dsc
     dba_part = alloc((progs, k), s, f32)
     du_part = alloc((progs, k, r), s, f32)
     dv_part = alloc((progs, r, d), s, f32)
-    tk.lorap_bwd_rows_kernel[(progs,)](
-        g, alpha, weight_a, U, V,
-        dsc, dzs, dba_part, du_part, dv_part,
-        n, d, d_in, k,
-        R=r, R_PAD=max(2, _next_pow2(r)), BLOCK_M=block_m,
-        BLOCK_D=max(16, _next_pow2(d)), BLOCK_DIN=max(16, _next_pow2(d_in)),
-        K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None,
-        num_warps=num_warps or BWD_WARPS, num_stages=1,
-    )
+    common = dict(R=r, R_PAD=max(2, _next_pow2(r)), BLOCK_M=block_m,
+                  K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None, num_stages=1)
+    args = (g, alpha, weight_a, U, V, dsc, dzs, dba_part, du_part, dv_part, n, d, d_in, k)
+    if stream:
+        tk.lorap_bwd_stream_kernel[(progs,)](
+            *args, BLOCK_C=block_c or BWD_STREAM_BLOCK_C, PREC=dot_precision(),
+            num_warps=num_warps or BWD_STREAM_WARPS, **common,
+        )
+    else:
+        tk.lorap_bwd_rows_kernel[(progs,)](
+            *args, BLOCK_D=max(16, _next_pow2(d)), BLOCK_DIN=max(16, _next_pow2(d_in)),
+            num_warps=num_warps or BWD_WARPS, **common,
+        )
     if not fuse:  # d scores W_a through cuBLAS
         w32 = weight_a.to(f32)
         if z is None:
@@ -221,6 +262,8 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
             dzs = torch.mm(dsc, w32).to(z.dtype)
     ds, dz = (dzs, None) if z is None else (g, dzs)
     dwa = torch.mm(dsc.t(), zz.to(f32))
+    if s_from_output:  # zz is out = s + (alpha U) V
+        dwa -= (dsc.t() @ (alpha @ U.to(f32))) @ V.to(f32)
     return (
         ds,
         dz,

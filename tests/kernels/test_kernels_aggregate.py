@@ -42,12 +42,14 @@ CASES = [  # n (not a multiple of the row block), edges, d, k, r, reduce, max_se
 ]
 
 
-@pytest.mark.parametrize("epilogue", [True, False])
+@pytest.mark.parametrize("epilogue,epi_block_c", [(True, 16), (True, 0), (False, 16)])
 @pytest.mark.parametrize("n,e,d,k,r,reduce,seg,weighted", CASES)
 def test_aggregate_lorap_matches_float64(force_triton, monkeypatch, n, e, d, k, r, reduce, seg,
-                                         weighted, epilogue):
-    """LoRAP fused into the aggregation's epilogue, or run on the stored aggregate."""
+                                         weighted, epilogue, epi_block_c):
+    """LoRAP fused into the aggregation's epilogue (scores in column chunks, or in one tile;
+    the backward then forms dW_a from the output), or run on the stored aggregate."""
     monkeypatch.setattr(agg, "AGG_LORAP_EPILOGUE", epilogue)
+    monkeypatch.setattr(agg, "AGG_EPI_BLOCK_C", epi_block_c)
     seed = torch.randint(0, 2**31, (1,)).item()
     graph = random_graph(n, e, seed, weighted)
     plan = CSRPlan(graph.indptr, graph.indices, seg)

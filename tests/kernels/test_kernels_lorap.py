@@ -30,15 +30,25 @@ def make(n, d, k, r, d_in, seed):
 SHAPES = [(37, 24, 5, 2, None), (50, 40, 40, 3, None), (21, 33, 7, 1, 19), (16, 16, 16, 2, None)]
 
 
-@pytest.mark.parametrize("fuse_dz", [True, False])
-@pytest.mark.parametrize("mode", ["split", "fused"])
+# (forward mode, backward row pass, ds / dz in that pass or through cuBLAS)
+VARIANTS = [("split", "rows", True), ("split", "rows", False), ("fused", "rows", True),
+            ("stream", "stream", True), ("stream", "stream", False), ("fused", "stream", True)]
+
+
+@pytest.mark.parametrize("mode,bwd_mode,fuse_dz", VARIANTS)
 @pytest.mark.parametrize("n,d,k,r,d_in", SHAPES)
 def test_forward_and_gradients_match_float64(force_triton, monkeypatch, n, d, k, r, d_in, mode,
-                                             fuse_dz):
-    """Every forward mode x backward variant (ds / dz in the Triton pass or through cuBLAS)."""
+                                             bwd_mode, fuse_dz):
+    """Forward modes x backward row passes x (ds / dz in the Triton pass or through cuBLAS)."""
     monkeypatch.setattr(lk, "FWD_MODE_EXACT", mode)
     monkeypatch.setattr(lk, "FWD_MODE_TF32", mode)
+    monkeypatch.setattr(lk, "BWD_MODE", bwd_mode)
     monkeypatch.setattr(lk, "BWD_FUSE_DZ", fuse_dz)
+    # Small chunks, so that several column chunks and row blocks (the last one partial) run.
+    monkeypatch.setattr(lk, "STREAM_BLOCK_M", 16)
+    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_M", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
     seed = torch.randint(0, 2**31, (1,)).item()  # fresh inputs every run
     t64 = [x.requires_grad_() for x in make(n, d, k, r, d_in, seed)]
     z64 = t64[5] if d_in else None
@@ -59,21 +69,23 @@ def test_forward_and_gradients_match_float64(force_triton, monkeypatch, n, d, k,
         assert rel(a, b) < 1e-5, name
 
 
-@pytest.mark.parametrize("mode", ["split", "fused"])
+@pytest.mark.parametrize("mode", ["split", "fused", "stream"])
 def test_forward_writes_every_element_and_alpha(force_triton, mode):
     seed = torch.randint(0, 2**31, (1,)).item()
     s, wa, ba, U, V = [x.float() for x in make(45, 24, 6, 2, None, seed)]
     out = torch.full_like(s, float("nan"))
     alpha = torch.full((45, 6), float("nan"))
-    lk.lorap_forward_triton(s, wa, ba, U, V, out=out, alpha_out=alpha, mode=mode)
+    lk.lorap_forward_triton(s, wa, ba, U, V, out=out, alpha_out=alpha, mode=mode, block_m=16,
+                            block_c=16 if mode == "stream" else None)
     assert torch.isfinite(out).all()
     assert torch.allclose(out, lorap_reference(s, wa, ba, U, V), atol=1e-5)
     ref_alpha = torch.softmax(s.double() @ wa.double().t() + ba.double(), dim=-1)
     assert rel(alpha, ref_alpha) < 1e-6
 
 
+@pytest.mark.parametrize("bwd_mode", ["rows", "stream"])
 @pytest.mark.parametrize("fuse_dz", [True, False])
-def test_backward_recomputes_alpha_when_not_given(force_triton, fuse_dz):
+def test_backward_recomputes_alpha_when_not_given(force_triton, fuse_dz, bwd_mode):
     """``lorap_backward_triton`` without the forward's alpha (as the aggregation path may call
     it) gives the same gradients as with it, and both match float64."""
     seed = torch.randint(0, 2**31, (1,)).item()
@@ -83,8 +95,10 @@ def test_backward_recomputes_alpha_when_not_given(force_triton, fuse_dz):
     ref_grads = torch.autograd.grad(ref, t64, g)
     s, wa, ba, U, V = [x.detach().float() for x in t64]
     alpha = lk.lorap_alpha(s, wa, ba)
-    with_alpha = lk.lorap_backward_triton(g.float(), s, wa, ba, U, V, alpha=alpha, fuse_dz=fuse_dz)
-    without = lk.lorap_backward_triton(g.float(), s, wa, ba, U, V, fuse_dz=fuse_dz)
+    with_alpha = lk.lorap_backward_triton(g.float(), s, wa, ba, U, V, alpha=alpha, fuse_dz=fuse_dz,
+                                         mode=bwd_mode, block_m=16, block_c=16)
+    without = lk.lorap_backward_triton(g.float(), s, wa, ba, U, V, fuse_dz=fuse_dz, mode=bwd_mode,
+                                       block_m=16, block_c=16)
     assert with_alpha[1] is None and without[1] is None
     for name, a, b, ref_g in zip(["s", "W_a", "b_a", "U", "V"], [with_alpha[0], *with_alpha[2:]],
                                  [without[0], *without[2:]], ref_grads):
