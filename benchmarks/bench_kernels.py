@@ -592,9 +592,19 @@ def stream_correctness():
     return out
 
 
-FWD_SWEEP = ((64, 64, 4, 3), (64, 32, 4, 3), (128, 64, 8, 3), (128, 32, 8, 4), (64, 64, 8, 2),
-             (32, 64, 4, 3), (128, 64, 4, 2), (64, 128, 4, 2))
-BWD_SWEEP = ((64, 64, 4), (32, 64, 4), (64, 32, 4), (128, 64, 8), (64, 64, 8), (32, 32, 4))
+FWD_SWEEP = ((64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (64, 32, 4, 3), (64, 32, 4, 4),
+             (32, 64, 4, 3), (32, 32, 4, 4), (32, 64, 2, 3), (64, 64, 2, 3), (128, 64, 8, 3))
+BWD_SWEEP = ((32, 64, 2), (16, 64, 2), (16, 64, 1), (32, 64, 1), (32, 32, 2), (64, 64, 4))
+
+
+def bench_graph(fn):
+    """Median ms of ``fn`` replayed as a CUDA graph: GPU time without the host's launch cost."""
+    try:
+        from triton.testing import do_bench_cudagraph
+
+        return do_bench_cudagraph(fn, rep=100, return_mode="median")
+    except Exception as exc:  # noqa: BLE001
+        return f"failed: {exc!r}"[:200]
 
 
 def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
@@ -647,8 +657,15 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
     for fwd, bwd in (("stream", "stream"), ("split", "rows")):
         old = set_flags(FWD_MODE_EXACT=fwd, FWD_MODE_TF32=fwd, BWD_MODE=bwd)
         row[f"fwdbwd fwd={fwd} bwd={bwd} ms"] = bench(fwd_bwd(lk.lorap_inject))
+        row[f"graph fwdbwd fwd={fwd} bwd={bwd} ms"] = bench_graph(fwd_bwd(lk.lorap_inject))
         set_flags(**old)
     row["torch_fwdbwd_ms"] = bench(fwd_bwd(lk.lorap_reference))
+    row["graph torch_fwdbwd_ms"] = bench_graph(fwd_bwd(lk.lorap_reference))
+    old = set_flags(FWD_MODE_EXACT="stream", FWD_MODE_TF32="stream")
+    with torch.no_grad():
+        row["graph fwd_stream_ms"] = bench_graph(lambda: lk.lorap_inject(s, *params))
+        row["graph torch_fwd_ms"] = bench_graph(lambda: lk.lorap_reference(s, *params))
+    set_flags(**old)
     row["chosen"] = {f: getattr(lk, f) for f in STREAM_FLAGS}
     row["fwd_floor_ms"] = 2 * n * d * F32 / copy_bw * 1e3
     row["fwd_alpha_floor_ms"] = (2 * n * d + n * k) * F32 / copy_bw * 1e3
@@ -681,6 +698,11 @@ def stream_aggregate(copy_bw, d=256, k=40, r=2):
         t[f"agg_lorap_epilogue_fwd chunk={chunk}"] = bench(
             lambda: agg.aggregate_triton(plan, w, x, "sum", params))
         set_flags(**old)
+    for bm, nw in ((16, 4), (32, 4), (32, 8), (64, 4), (8, 4)):
+        t[f"agg_lorap_epilogue_fwd chunk=32 bm={bm} w={nw}"] = bench(
+            lambda: agg.aggregate_triton(plan, w, x, "sum", params, block_m=bm, num_warps=nw))
+        t[f"agg_only bm={bm} w={nw}"] = bench(
+            lambda: agg.aggregate_triton(plan, w, x, "sum", block_m=bm, num_warps=nw))
     alpha_buf = torch.empty(n, k, device="cuda")
     t["agg_lorap_epilogue_fwd_alpha"] = bench(
         lambda: agg.aggregate_triton(plan, w, x, "sum", params, alpha_out=alpha_buf))
@@ -709,9 +731,12 @@ def stream_aggregate(copy_bw, d=256, k=40, r=2):
     for epi in (True, False):
         o2 = set_flags(AGG_LORAP_EPILOGUE=epi)
         t[f"fwdbwd agg+lorap epilogue={epi}"] = bench(fused_fb)
+        t[f"graph fwdbwd agg+lorap epilogue={epi}"] = bench_graph(fused_fb)
         set_flags(**o2)
     t["fwdbwd agg_only"] = bench(plain_fb)
+    t["graph fwdbwd agg_only"] = bench_graph(plain_fb)
     t["fwdbwd spmm + lorap_inject"] = bench(spmm_fb)
+    t["graph fwdbwd spmm + lorap_inject"] = bench_graph(spmm_fb)
     set_flags(**old)
     try:
         from torch_geometric.nn import GCNConv
@@ -770,6 +795,7 @@ def main_stream(out_path) -> int:
               f" bwd stream {us(r_['bwd_stream_ms'])} rows {us(r_['bwd_rows_ms'])} | fwd+bwd "
               f"{us(r_['fwdbwd fwd=stream bwd=stream ms'])} old {us(r_['fwdbwd fwd=split bwd=rows ms'])}"
               f" torch {us(r_['torch_fwdbwd_ms'])} x{r_['fwdbwd_speedup'] or 0:.2f}")
+        print("    CUDA graph:", {kk: us(v) for kk, v in r_.items() if kk.startswith("graph")})
     a = RESULTS["aggregate"]
     print(f"aggregation N={a['N']} E={a['E']} floor {a['floor_ms'] * 1e3:.1f} us")
     for kk, v in a["times_ms"].items():

@@ -9,17 +9,22 @@ of ``k d``.
 ``QGNN_FORCE_TRITON=1``, e.g. the CPU interpreter with ``TRITON_INTERPRET=1``) and
 :func:`lorap_reference` otherwise.
 
-Forward, two modes (chosen per ``torch.backends.cuda.matmul.allow_tf32``, see :func:`fwd_mode`):
-``"split"``: cuBLAS forms the ``(N, k)`` scores ``z W_a^T + b_a`` (a GEMM it does well, in
-exact float32 unless tf32 is allowed), then one Triton pass reads ``s`` and the scores and
-writes ``out`` (and ``alpha`` over the scores, for the backward). ``"fused"``: one Triton
-pass with the score product on the tensor cores. Either way ``alpha`` ``(N, k)`` is kept for
-the backward (``k / d`` of the size of ``s``) instead of being recomputed.
+Forward, three modes (chosen per ``torch.backends.cuda.matmul.allow_tf32``, see
+:func:`fwd_mode`), each keeping ``alpha`` ``(N, k)`` for the backward (``k / d`` of the size
+of ``s``) instead of recomputing it:
+``"stream"`` (default): one Triton kernel per block of rows; a GEMM main loop over column
+chunks forms the scores on the tensor cores (tf32x3, i.e. float32 accuracy, unless tf32 is
+allowed), then a second loop re-reads each chunk of ``s`` (an L2 hit), adds the rank-``r``
+product and writes ``out``. ``"split"``: cuBLAS forms the ``(N, k)`` scores, then one Triton
+pass reads ``s`` and the scores and writes ``out`` (and ``alpha`` over the scores).
+``"fused"``: one Triton pass holding the whole ``W_a^T`` tile (slower; kept for comparison).
 
-Backward: one Triton row pass reads ``g`` and ``alpha``, writes ``d scores`` ``(N, k)``,
-the ``dU``/``dV``/``db_a`` partial sums and (``BWD_FUSE_DZ``) ``ds = g + d scores W_a`` as
-``k`` rank-1 updates on the CUDA cores; cuBLAS forms ``dW_a = d scores^T z`` (and ``ds``
-when ``BWD_FUSE_DZ`` is off).
+Backward: a Triton row pass reads ``g`` and ``alpha``, writes ``d scores`` ``(N, k)``, the
+``dU``/``dV``/``db_a`` partial sums and (``BWD_FUSE_DZ``) ``ds = g + d scores W_a``;
+cuBLAS forms ``dW_a = d scores^T z`` (and ``ds`` when ``BWD_FUSE_DZ`` is off). Two row
+passes: ``"stream"`` (default: one block of rows per program, column chunks, the ``ds``
+product on the tensor cores) and ``"rows"`` (persistent, ``ds`` as ``k`` rank-1 updates on
+the CUDA cores).
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ Tensor = torch.Tensor
 
 # Tunables, chosen on one H100 (benchmarks/bench_kernels.py --quick times the variants;
 # N=169,343, d=256, k=40, r=2, see benchmarks/results/kernels_h100.md).
-# Forward mode with tf32 off (exact float32) and with tf32 allowed: "split" or "fused".
-# Measured: split 297 us vs fused 433 us with tf32 off; 212 vs 224 us with tf32 on.
-FWD_MODE_EXACT = "split"
-FWD_MODE_TF32 = "split"
+# Forward mode with tf32 off (exact float32) and with tf32 allowed: "stream", "split" or
+# "fused". Measured on one H200 (N=169,343, d=256, k=40, r=2; bench_kernels.py --stream):
+# stream 184 us vs split 280 us with tf32 off, 155 vs 177 us with tf32 on (an earlier H100
+# run: split 297 us vs fused 433 us with tf32 off, 212 vs 224 us with tf32 on).
+FWD_MODE_EXACT = "stream"
+FWD_MODE_TF32 = "stream"
 # Fused forward: row block, warps, W_a hoisted out of the row loop, programs per SM,
 # software-pipelining depth (1 keeps shared memory small: W_a^T tiles take 64 KB at d=256).
 FWD_BLOCK_M = 16
@@ -48,7 +55,8 @@ FWD_STAGES = 1
 # Split forward's Triton pass (one row block per program; ~64 registers a thread).
 APPLY_BLOCK_M = 8
 APPLY_WARPS = 4
-# Streamed forward ("stream"): row block, column chunk, warps, pipelining depth.
+# Streamed forward ("stream"): row block, column chunk, warps, pipelining depth (best of 10
+# variants on one H200 with tf32 off and on; 3 x 32 KB of stages fit two programs per SM).
 STREAM_BLOCK_M = 64
 STREAM_BLOCK_C = 64
 STREAM_WARPS = 4
@@ -62,10 +70,12 @@ BWD_PROGRAMS_PER_SM = 2
 BWD_FUSE_DZ = True
 # Backward row pass: "rows" (persistent, the kernel above) or "stream" (one row block per
 # program, column chunks, ds / dz product on the tensor cores), and the stream tunables.
-BWD_MODE = "rows"
-BWD_STREAM_BLOCK_M = 64
+# Measured on one H200 (as above): stream 448 us vs rows 631 us with tf32 off, 315 vs 567 us
+# on. Few threads a row block measured best (its row and column sums stay within warps).
+BWD_MODE = "stream"
+BWD_STREAM_BLOCK_M = 32
 BWD_STREAM_BLOCK_C = 64
-BWD_STREAM_WARPS = 4
+BWD_STREAM_WARPS = 2
 
 
 def lorap_reference(
