@@ -75,8 +75,8 @@ def build(cfg: Config, device: torch.device, data_root: Optional[str] = None, da
 
 
 def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
-    """Adam; quantizer parameters (steps, bit widths, logits) get no weight decay, node
-    prompts their own learning rate (``prompt.node_lr``)."""
+    """Adam; quantizer parameters (steps, bit widths, logits) get no weight decay and their
+    own learning rate (``quant.lr``), node prompts theirs (``prompt.node_lr``)."""
     quant_params = quantizer_parameters(model)
     node_prompt_params = [p for m in model.modules() if isinstance(m, (GPF, GPFPlus)) for p in m.parameters()]
     special = {id(p) for p in quant_params + node_prompt_params}
@@ -86,7 +86,8 @@ def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
         groups.append({"params": node_prompt_params, "weight_decay": cfg.train.weight_decay,
                        "lr": cfg.train.lr if cfg.prompt.node_lr is None else cfg.prompt.node_lr})
     if quant_params:
-        groups.append({"params": quant_params, "weight_decay": 0.0})
+        groups.append({"params": quant_params, "weight_decay": 0.0,
+                       "lr": cfg.train.lr if cfg.quant.lr is None else cfg.quant.lr})
     return torch.optim.Adam(groups, lr=cfg.train.lr)
 
 

@@ -140,11 +140,16 @@ class QuantConfig:
         weight_bits: weight bits (``None``: 8, or 4 for A2Q, whose weights and linear
             outputs use a fixed width). Ignored by fp32 and MixQ (which searches).
         act_bits: activation bits (``None``: 8; A2Q's starting width 4).
+        lr: learning rate of the quantizers' own parameters (learned steps and bit widths of
+            A2Q; ``None``: ``train.lr``). Adam moves every parameter by about its learning
+            rate per step whatever the gradient's scale, so LSQ's gradient scaling does not
+            slow the steps down; A2Q's reference code gives them their own rates too.
     """
 
     method: str = "fp32"
     weight_bits: Optional[int] = None
     act_bits: Optional[int] = None
+    lr: Optional[float] = None
     qat: QATOptions = field(default_factory=QATOptions)
     dq: DQOptions = field(default_factory=DQOptions)
     a2q: A2QOptions = field(default_factory=A2QOptions)
@@ -201,6 +206,8 @@ class QuantConfig:
             value = getattr(self, key)
             if value is not None:
                 _int_in(f"quant.{key}", value, 1, MAX_BITS)
+        if self.lr is not None:
+            _number_in("quant.lr", self.lr, 0.0, None, low_open=True)
         _number_in("quant.qat.momentum", self.qat.momentum, 0.0, 1.0, low_open=True)
 
         dq = self.dq

@@ -44,3 +44,11 @@ def test_bad_sweep_files(tmp_path):
     typo.write_text("configs:\n  - {config: configs/cora_gcn_fp32.yaml, set: [model.hiden=3]}\n")
     with pytest.raises(ConfigError, match="model.hiden"):
         load_sweep(str(typo))
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (
+    __import__("pathlib").Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml")))
+def test_every_shipped_sweep_validates(path):
+    """Each entry's config and overrides pass the schema (load_sweep validates them)."""
+    sweep = load_sweep(path)
+    assert sweep.entries and sweep.seeds

@@ -47,6 +47,7 @@ def test_from_dict_and_to_dict_round_trip():
     ({"method": "qat", "weight_bits": 0}, "quant.weight_bits", "[1, 16]"),
     ({"method": "qat", "act_bits": 4.5}, "quant.act_bits", "integer"),
     ({"method": "qat", "bitz": 4}, "quant.bitz", "allowed keys"),
+    ({"method": "a2q", "lr": 0.0}, "quant.lr", "> 0"),
     ({"method": "qat", "a2q": {"penalty": 1.0}}, "quant.a2q", "quant.method"),
     ({"method": "dq", "dq": {"p_lo": 0.1}}, "quant.dq.p_lo", "allowed keys"),
     ({"method": "dq", "dq": {"edge_mask": "dst"}}, "quant.dq.edge_mask", "source, none"),
@@ -69,3 +70,22 @@ def test_errors_name_the_key_and_the_allowed_values(data, key, allowed):
 def test_direct_construction_is_validated_too():
     with pytest.raises(ConfigError, match="quant.method"):
         QuantConfig(method="int8")
+
+
+def test_quantizer_parameters_get_their_own_learning_rate():
+    """``quant.lr`` sets the learned steps' and bits' rate; ``None`` means ``train.lr``."""
+    from qgnn.engine.config import load_config
+    from qgnn.engine.trainer import make_optimizer
+    from qgnn.nn import NodeClassifier
+    from qgnn.quant import build_quantization, quantizer_parameters
+
+    for extra, expected in (([], 0.01), (["quant.lr=0.001"], 0.001)):
+        cfg = load_config(None, ["quant.method=a2q", "train.lr=0.01"] + extra)
+        model = NodeClassifier("gcn", 6, 8, 3)
+        build_quantization(cfg.quant).attach(model)
+        quant_ids = {id(p) for p in quantizer_parameters(model)}
+        assert quant_ids
+        groups = make_optimizer(cfg, model).param_groups
+        quant_group = next(g for g in groups if {id(p) for p in g["params"]} == quant_ids)
+        assert quant_group["lr"] == expected and quant_group["weight_decay"] == 0.0
+        assert all(g["lr"] == 0.01 for g in groups if g is not quant_group)
