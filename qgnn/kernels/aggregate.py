@@ -38,10 +38,11 @@ AGG_WARPS = 8
 AGG_UNROLL = 2
 AGG_STAGES = 1
 MAX_SEGMENT = 256
-# LoRAP after aggregation: True fuses it into the aggregation's epilogue (score product on
-# the tensor cores inside the gather kernel: 255 registers, spills); False writes the
-# aggregate and runs lorap_forward_triton on it (its own mode, see lorap.fwd_mode).
-# Measured on the power-law graph below: 1449 us (epilogue) vs 983 us (separate) forward.
+# LoRAP after aggregation: True fuses it into the aggregation's epilogue (the backward then
+# forms dW_a from the output and no aggregate is kept); False writes the aggregate and runs
+# lorap_forward_triton on it (its own mode, see lorap.fwd_mode). Measured on one H100, power-
+# law graph of ogbn-arxiv size, d=256 (bench_kernels.py --stream): forward 1117 us with the
+# epilogue (it lengthens the latency-bound gather) vs 879 us separate; aggregation alone 690.
 AGG_LORAP_EPILOGUE = False
 # Epilogue score product in column chunks of this width (0: one W_a^T tile, which spills).
 AGG_EPI_BLOCK_C = 32

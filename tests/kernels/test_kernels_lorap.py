@@ -122,3 +122,19 @@ def test_shape_errors():
     s, wa, ba, U, V = [x.float() for x in make(10, 8, 4, 2, None, 1)]
     with pytest.raises(ValueError, match="V must have shape"):
         lorap_inject(s, wa, ba, U, V[:, :5])
+
+
+def test_backward_from_the_output_needs_alpha(force_triton):
+    """``s_from_output`` forms dW_a from ``out``; without the forward's alpha it refuses."""
+    seed = torch.randint(0, 2**31, (1,)).item()
+    t64 = [x.requires_grad_() for x in make(40, 24, 6, 2, None, seed)]
+    ref = lorap_reference(*t64)
+    g = torch.randn_like(ref)
+    ref_dwa = torch.autograd.grad(ref, t64[1], g)[0]
+    s, wa, ba, U, V = [x.detach().float() for x in t64]
+    alpha = lk.lorap_alpha(s, wa, ba)
+    out = lorap_reference(s, wa, ba, U, V)
+    dwa = lk.lorap_backward_triton(g.float(), out, wa, ba, U, V, alpha=alpha, s_from_output=True)[2]
+    assert rel(dwa, ref_dwa) < 1e-5
+    with pytest.raises(ValueError, match="s_from_output"):
+        lk.lorap_backward_triton(g.float(), out, wa, ba, U, V, s_from_output=True)
