@@ -2,8 +2,17 @@
 
 Usage::
 
+    python benchmarks/bench_kernels.py --stream --out kernels_stream.json   # the current kernels
     python benchmarks/bench_kernels.py --out kernels.json [--sweep] [--skip-large]
     python benchmarks/bench_kernels.py --quick --out kernels_quick.json
+
+``--stream`` (about 2.5 minutes on one H100) times the shipped kernels: GPU correctness of the
+streamed forward / backward and the chunked aggregation epilogue against float64 (tf32 off
+and on, NaN-poisoned outputs, odd shapes), copy bandwidth, the LoRAP injection at N=169,343
+(block sweeps, then the shipped tunables; tf32 off and on), N=2,708 and N=2,450,000, each
+forward+backward also replayed as a CUDA graph (GPU time without launch cost), and the
+aggregation + LoRAP variants on a power-law graph of ogbn-arxiv size with PyG's GCNConv.
+The older modes below time the previous kernels as well.
 
 ``--quick`` measures what the LoRAP rework changed, in about a minute: GPU correctness of
 every forward mode / backward variant (float64 references, NaN-poisoned outputs, odd
