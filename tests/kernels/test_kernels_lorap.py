@@ -138,3 +138,24 @@ def test_backward_from_the_output_needs_alpha(force_triton):
     assert rel(dwa, ref_dwa) < 1e-5
     with pytest.raises(ValueError, match="s_from_output"):
         lk.lorap_backward_triton(g.float(), out, wa, ba, U, V, s_from_output=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_storage_computes_in_float32(force_triton, dtype):
+    """bf16 / fp16 tensors: the kernels compute in float32 and round only what they store, so
+    the result matches the float32 maths on the same (rounded) inputs to the output's precision."""
+    seed = torch.randint(0, 2**31, (1,)).item()
+    t = [x.to(dtype) for x in make(50, 40, 40, 2, None, seed)]
+    t32 = [x.float().requires_grad_() for x in t]
+    ref = lorap_reference(*t32)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, t32, g)
+    tl = [x.clone().requires_grad_() for x in t]
+    out = lorap_inject(*tl)
+    assert out.dtype == dtype
+    grads = torch.autograd.grad(out, tl, g.to(dtype))
+    eps = torch.finfo(dtype).eps
+    assert rel(out.float(), ref.double()) < 4 * eps
+    for name, a, b in zip(["s", "W_a", "b_a", "U", "V"], grads, ref_grads):
+        assert a.dtype == dtype, name
+        assert rel(a.float(), b.double()) < 8 * eps, name
