@@ -37,12 +37,12 @@ from qgnn.kernels._common import alloc, dot_precision, num_sms, use_triton
 
 Tensor = torch.Tensor
 
-# Tunables, chosen on one H100 (benchmarks/bench_kernels.py --quick times the variants;
-# N=169,343, d=256, k=40, r=2, see benchmarks/results/kernels_h100.md).
+# Tunables, chosen on one H100 (benchmarks/bench_kernels.py --stream and --quick time the
+# variants; N=169,343, d=256, k=40, r=2, see benchmarks/results/kernels_h100.md).
 # Forward mode with tf32 off (exact float32) and with tf32 allowed: "stream", "split" or
-# "fused". Measured on one H200 (N=169,343, d=256, k=40, r=2; bench_kernels.py --stream):
-# stream 184 us vs split 280 us with tf32 off, 155 vs 177 us with tf32 on (an earlier H100
-# run: split 297 us vs fused 433 us with tf32 off, 212 vs 224 us with tf32 on).
+# "fused". Measured on one H100 (N=169,343, d=256, k=40, r=2; bench_kernels.py --stream):
+# stream 190 us vs split 297 us with tf32 off, 167 vs 212 us with tf32 on (an earlier run:
+# fused 433 us with tf32 off, 224 us on). One H200 ranks them the same.
 FWD_MODE_EXACT = "stream"
 FWD_MODE_TF32 = "stream"
 # Fused forward: row block, warps, W_a hoisted out of the row loop, programs per SM,
@@ -56,7 +56,8 @@ FWD_STAGES = 1
 APPLY_BLOCK_M = 8
 APPLY_WARPS = 4
 # Streamed forward ("stream"): row block, column chunk, warps, pipelining depth (best of 10
-# variants on one H200 with tf32 off and on; 3 x 32 KB of stages fit two programs per SM).
+# variants on one H100 with tf32 off, within 2% of the best with tf32 on; 3 x 32 KB of
+# stages fit two programs per SM).
 STREAM_BLOCK_M = 64
 STREAM_BLOCK_C = 64
 STREAM_WARPS = 4
@@ -70,7 +71,7 @@ BWD_PROGRAMS_PER_SM = 2
 BWD_FUSE_DZ = True
 # Backward row pass: "rows" (persistent, the kernel above) or "stream" (one row block per
 # program, column chunks, ds / dz product on the tensor cores), and the stream tunables.
-# Measured on one H200 (as above): stream 448 us vs rows 631 us with tf32 off, 315 vs 567 us
+# Measured on one H100 (as above): stream 473 us vs rows 638 us with tf32 off, 349 vs 581 us
 # on. Few threads a row block measured best (its row and column sums stay within warps).
 BWD_MODE = "stream"
 BWD_STREAM_BLOCK_M = 32
