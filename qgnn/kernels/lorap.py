@@ -56,7 +56,7 @@ FWD_STAGES = 1
 APPLY_BLOCK_M = 8
 APPLY_WARPS = 4
 # Streamed forward ("stream"): row block, column chunk, warps, pipelining depth (best of 10
-# variants on one H100 with tf32 off, within 2% of the best with tf32 on; 3 x 32 KB of
+# variants on one H100 with tf32 off, within 3% of the best with tf32 on; 3 x 32 KB of
 # stages fit two programs per SM).
 STREAM_BLOCK_M = 64
 STREAM_BLOCK_C = 64
