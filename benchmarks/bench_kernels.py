@@ -520,17 +520,22 @@ def quick_aggregate(copy_bw, d=256, k=40, r=2):
             "floor_ms": floor / copy_bw * 1e3, "times_ms": t}
 
 
+def record_correctness(check, out_path) -> None:
+    """RESULTS["correctness"] = check(), or its error text: timing goes on either way."""
+    try:
+        RESULTS["correctness"] = check()
+    except Exception as exc:  # noqa: BLE001 - reported in the results, not fatal
+        RESULTS["correctness"] = f"failed: {exc!r}"[:500]
+        os.environ["QGNN_KERNEL_POISON"] = "0"
+    save(out_path)
+
+
 def main_quick(out_path) -> int:
     torch.manual_seed(0)
     RESULTS["env"] = env_info()
     RESULTS["mode"] = "quick"
     t0 = time.time()
-    try:
-        RESULTS["correctness"] = quick_correctness()
-    except Exception as exc:  # keep timing even if a check cannot run; the error is reported
-        RESULTS["correctness"] = f"failed: {exc!r}"[:500]
-        os.environ["QGNN_KERNEL_POISON"] = "0"
-    save(out_path)
+    record_correctness(quick_correctness, out_path)
     print("(d) correctness:", json.dumps(RESULTS["correctness"], indent=1), flush=True)
     bw = copy_bandwidth()
     rows = []
@@ -769,12 +774,7 @@ def main_stream(out_path) -> int:
     RESULTS["env"] = env_info()
     RESULTS["mode"] = "stream"
     t0 = time.time()
-    try:
-        RESULTS["correctness"] = stream_correctness()
-    except Exception as exc:  # keep timing even if a check cannot run; the error is reported
-        RESULTS["correctness"] = f"failed: {exc!r}"[:500]
-        os.environ["QGNN_KERNEL_POISON"] = "0"
-    save(out_path)
+    record_correctness(stream_correctness, out_path)
     worst = {}
     if isinstance(RESULTS["correctness"], dict):
         for kk, v in RESULTS["correctness"].items():
