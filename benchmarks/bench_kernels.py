@@ -562,7 +562,7 @@ def main_quick(out_path) -> int:
 
 # ----------------------------------------------------------------------------- --stream
 STREAM_FLAGS = ("STREAM_BLOCK_M", "STREAM_BLOCK_C", "STREAM_WARPS", "STREAM_STAGES",
-                "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C", "BWD_STREAM_WARPS")
+                "STREAM_STAGES_OUT", "STREAM_SPLIT_K", "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C", "BWD_STREAM_WARPS")
 
 
 def stream_correctness():
@@ -570,7 +570,7 @@ def stream_correctness():
     os.environ["QGNN_KERNEL_POISON"] = "1"
     out = {"all_written": True}
     shapes = [(QUICK_N, 256, 40, 2, None), (1001, 24, 5, 2, None), (777, 40, 40, 3, None),
-              (555, 33, 7, 1, 19)]
+              (555, 33, 7, 1, 19), (333, 64, 72, 2, None)]
     for tf32 in (False, True):
         torch.backends.cuda.matmul.allow_tf32 = tf32
         for fwd, bwd, fuse in (("stream", "stream", True), ("stream", "stream", False),
@@ -638,6 +638,15 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
         best = min((v, kk) for kk, v in sw.items() if isinstance(v, float) and "fwd" in kk)[1]
         bm, bc, nw, st = (int(x.split("=")[1]) for x in best.split()[2:])
         set_flags(STREAM_BLOCK_M=bm, STREAM_BLOCK_C=bc, STREAM_WARPS=nw, STREAM_STAGES=st)
+        # Ablations of the two later changes, at the chosen tunables, with alpha written.
+        alpha_abl = torch.empty(n, k, device="cuda")
+        for flags in ({}, {"STREAM_STAGES_OUT": 1}, {"STREAM_SPLIT_K": False},
+                      {"STREAM_STAGES_OUT": 1, "STREAM_SPLIT_K": False}):
+            old = set_flags(**flags)
+            name = " ".join(f"{f}={v}" for f, v in flags.items()) or "as chosen"
+            sw[f"ablation fwd+alpha {name}"] = bench(lambda: lk.lorap_forward_triton(
+                s, *params, mode="stream", alpha_out=alpha_abl))
+            set_flags(**old)
     alpha_buf = torch.empty(n, k, device="cuda")
     row["fwd_stream_ms"] = bench(lambda: lk.lorap_forward_triton(s, *params, mode="stream"))
     row["fwd_stream_alpha_ms"] = bench(

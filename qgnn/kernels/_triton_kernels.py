@@ -134,50 +134,81 @@ def lorap_apply_kernel(
 
 
 @triton.jit
+def _chunk_scores(z, wa_ptr, cols, cmask, D_IN, K, acc,
+                  K_OFF: tl.constexpr, K_W: tl.constexpr, PREC: tl.constexpr):
+    """``acc += z[:, cols] W_a^T[cols, K_OFF:K_OFF + K_W]`` on the tensor cores."""
+    kk = K_OFF + tl.arange(0, K_W)
+    wt = tl.load(wa_ptr + kk[None, :] * D_IN + cols[:, None],
+                 mask=cmask[:, None] & (kk < K)[None, :], other=0.0).to(tl.float32)
+    return tl.dot(z, wt, acc, input_precision=PREC)
+
+
+@triton.jit
 def lorap_fwd_stream_kernel(
     s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
     N, D, D_IN, K,
-    R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_PAD: tl.constexpr,
-    PREC: tl.constexpr, STAGES: tl.constexpr, STORE_ALPHA: tl.constexpr,
+    R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_A: tl.constexpr,
+    K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
+    STORE_ALPHA: tl.constexpr,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
 
     Pass 1 is a GEMM main loop: ``scores += z[:, c] W_a^T[c, :]`` chunk by chunk on the tensor
-    cores, software-pipelined ``STAGES`` deep, so only ``(BLOCK_M + K_PAD) x BLOCK_C`` tiles
-    sit in shared memory (the whole ``W_a^T`` would take 64 KB at d=256). Pass 2 re-reads
-    each ``s`` chunk (just read, so an L2 hit), adds the rank-``R`` product and writes it.
-    ``STORE_ALPHA``: also write ``alpha`` ``(N, K)`` float32 for the backward.
+    cores, software-pipelined ``STAGES`` deep, so only ``(BLOCK_M + K) x BLOCK_C`` tiles
+    sit in shared memory (the whole ``W_a^T`` would take 64 KB at d=256). The ``K`` score
+    columns are held as two power-of-two parts, ``K_A`` and ``K_B`` (``K_B`` = 0: one part),
+    so k = 40 costs 32 + 16 columns of tensor-core work rather than 64. Pass 2 re-reads each
+    ``s`` chunk (just read, so an L2 hit; pipelined ``STAGES_OUT`` deep), adds the rank-``R``
+    product and writes it. ``STORE_ALPHA``: also write ``alpha`` ``(N, K)`` float32 for the
+    backward.
     """
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     rows64 = rows.to(tl.int64)
-    kk = tl.arange(0, K_PAD)
-    kmask = kk < K
     cc = tl.arange(0, BLOCK_C)
-    scores = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
+    ka = tl.arange(0, K_A)
+    sa = tl.zeros((BLOCK_M, K_A), dtype=tl.float32)
+    if K_B > 0:
+        kb = K_A + tl.arange(0, K_B)
+        sb = tl.zeros((BLOCK_M, K_B), dtype=tl.float32)
     for c0 in tl.range(0, D_IN, BLOCK_C, num_stages=STAGES):
         cols = c0 + cc
         cmask = cols < D_IN
         zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        wt = tl.load(wa_ptr + kk[None, :] * D_IN + cols[:, None],
-                     mask=cmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
-        scores = tl.dot(zt, wt, scores, input_precision=PREC)
-    b = tl.load(ba_ptr + kk, mask=kmask, other=0.0).to(tl.float32)
-    alpha = _masked_softmax(scores + b[None, :], kmask)
+        sa = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sa, 0, K_A, PREC)
+        if K_B > 0:
+            sb = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sb, K_A, K_B, PREC)
+    # Softmax over the K valid columns of both parts.
+    sa = tl.where((ka < K)[None, :], sa + tl.load(ba_ptr + ka, mask=ka < K, other=0.0)[None, :], float("-inf"))
+    row_max = tl.max(sa, axis=1)
+    if K_B > 0:
+        sb = tl.where((kb < K)[None, :], sb + tl.load(ba_ptr + kb, mask=kb < K, other=0.0)[None, :], float("-inf"))
+        row_max = tl.maximum(row_max, tl.max(sb, axis=1))
+    pa = tl.exp(sa - row_max[:, None])
+    den = tl.sum(pa, axis=1)
+    if K_B > 0:
+        pb = tl.exp(sb - row_max[:, None])
+        den += tl.sum(pb, axis=1)
+        alpha_b = pb / den[:, None]
+    alpha_a = pa / den[:, None]
     if STORE_ALPHA:
-        tl.store(alpha_ptr + rows64[:, None] * K + kk[None, :], alpha,
-                 mask=rmask[:, None] & kmask[None, :])
-    for c0 in range(0, D, BLOCK_C):
+        tl.store(alpha_ptr + rows64[:, None] * K + ka[None, :], alpha_a, mask=rmask[:, None] & (ka < K)[None, :])
+        if K_B > 0:
+            tl.store(alpha_ptr + rows64[:, None] * K + kb[None, :], alpha_b,
+                     mask=rmask[:, None] & (kb < K)[None, :])
+    for c0 in tl.range(0, D, BLOCK_C, num_stages=STAGES_OUT):
         cols = c0 + cc
         cmask = cols < D
         m = rmask[:, None] & cmask[None, :]
         res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
         for j in tl.static_range(R):
-            u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)
+            au_j = tl.sum(alpha_a * tl.load(u_ptr + ka * R + j, mask=ka < K, other=0.0).to(tl.float32)[None, :], axis=1)
+            if K_B > 0:
+                au_j += tl.sum(alpha_b * tl.load(u_ptr + kb * R + j, mask=kb < K, other=0.0).to(tl.float32)[None, :], axis=1)
             v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
-            res += tl.sum(alpha * u_j[None, :], axis=1)[:, None] * v_j[None, :]
+            res += au_j[:, None] * v_j[None, :]
         tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
 
 

@@ -26,8 +26,10 @@ def make(n, d, k, r, d_in, seed):
     return t
 
 
-# N not a multiple of the row block; k and d not powers of two; a separate score input.
-SHAPES = [(37, 24, 5, 2, None), (50, 40, 40, 3, None), (21, 33, 7, 1, 19), (16, 16, 16, 2, None)]
+# N not a multiple of the row block; k and d not powers of two; a separate score input;
+# k = 40 and 72 run the streamed forward's two score parts (32 + 16, 64 + 16 columns).
+SHAPES = [(37, 24, 5, 2, None), (50, 40, 40, 3, None), (21, 33, 7, 1, 19), (16, 16, 16, 2, None),
+          (19, 24, 72, 2, None)]
 
 
 # (forward mode, backward row pass, ds / dz in that pass or through cuBLAS)
@@ -159,3 +161,27 @@ def test_low_precision_storage_computes_in_float32(force_triton, dtype):
     for name, a, b in zip(["s", "W_a", "b_a", "U", "V"], grads, ref_grads):
         assert a.dtype == dtype, name
         assert rel(a.float(), b.double()) < 8 * eps, name
+
+
+def test_score_parts_cover_k_with_fewer_columns():
+    assert lk._score_parts(40, True) == (32, 16)
+    assert lk._score_parts(72, True) == (64, 16)
+    assert lk._score_parts(40, False) == (64, 0)
+    for k in range(1, 200):
+        k_a, k_b = lk._score_parts(k, True)
+        assert k_a + k_b >= k and k_a + k_b <= max(16, lk._next_pow2(k))
+        assert k_a & (k_a - 1) == 0 and k_b & (k_b - 1) == 0 and (k_b == 0 or k_b >= 16)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_stream_forward_with_one_or_two_score_parts(force_triton, monkeypatch, split):
+    monkeypatch.setattr(lk, "STREAM_SPLIT_K", split)
+    monkeypatch.setattr(lk, "STREAM_BLOCK_M", 16)
+    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
+    seed = torch.randint(0, 2**31, (1,)).item()
+    t64 = make(45, 48, 40, 2, None, seed)
+    alpha = torch.full((45, 40), float("nan"))
+    out = lk.lorap_forward_triton(*[x.float() for x in t64], mode="stream", alpha_out=alpha)
+    assert rel(out, lorap_reference(*t64)) < 1e-5
+    alpha_ref = torch.softmax(t64[0] @ t64[1].T + t64[2], dim=1)
+    assert rel(alpha, alpha_ref) < 1e-5
