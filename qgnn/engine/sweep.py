@@ -51,7 +51,9 @@ class Sweep:
     entries: list = field(default_factory=list)  # (label, config path, overrides)
 
 
-def load_sweep(path: str, extra_overrides: Optional[list] = None) -> Sweep:
+def load_sweep(path: str, extra_overrides: Optional[list] = None,
+               match: Optional[str] = None) -> Sweep:
+    """Read a sweep file; ``match`` keeps only the entries whose label contains it."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"sweep file {path} does not exist; sweeps live in configs/sweeps/.")
@@ -70,6 +72,10 @@ def load_sweep(path: str, extra_overrides: Optional[list] = None) -> Sweep:
         overrides = common + list(entry.get("set", []))
         cfg = load_config(str(REPO / config) if not Path(config).is_absolute() else config, overrides)
         sweep.entries.append((entry.get("label", cfg.name), str(REPO / config), overrides))
+    if match is not None:
+        sweep.entries = [e for e in sweep.entries if match in e[0]]
+        if not sweep.entries:
+            raise ConfigError(f"no entry of sweep {sweep.name} has a label containing '{match}'.")
     return sweep
 
 
@@ -201,13 +207,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--data-root")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--match", metavar="TEXT",
+                        help="run (or report) only the entries whose label contains TEXT, e.g. _a2q")
     parser.add_argument("--table", help="also write the markdown table and JSON summary here (.md)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: tabulate the runs already finished under --out")
     args = parser.parse_args(argv)
 
     def go(_):
-        sweep = load_sweep(args.sweep, args.overrides)
+        sweep = load_sweep(args.sweep, args.overrides, args.match)
         out = args.out or f"runs/sweeps/{sweep.name}"
         if args.report_only:
             results = finished_runs(sweep, out)

@@ -46,6 +46,14 @@ def test_bad_sweep_files(tmp_path):
         load_sweep(str(typo))
 
 
+def test_match_keeps_the_entries_whose_label_contains_it():
+    sweep = load_sweep("configs/sweeps/qat_planetoid_w8a8.yaml", match="_a2q")
+    labels = [label for label, _, _ in sweep.entries]
+    assert labels == [f"{ds}_{arch}_a2q" for ds in ("cora", "citeseer") for arch in ("gcn", "gin", "gat")]
+    with pytest.raises(ConfigError, match="no entry of sweep .* containing 'nothing'"):
+        load_sweep("configs/sweeps/qat_planetoid_w8a8.yaml", match="nothing")
+
+
 @pytest.mark.parametrize("path", sorted(str(p) for p in (
     __import__("pathlib").Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml")))
 def test_every_shipped_sweep_validates(path):
