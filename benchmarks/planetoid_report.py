@@ -1,12 +1,14 @@
 """Markdown tables of the quantized Planetoid grids from sweep summaries (``sweep.py --table``).
 
-    python benchmarks/planetoid_report.py benchmarks/results/planetoid_h200x2 > docs/planetoid_quantized.md
+    python benchmarks/planetoid_report.py benchmarks/results/planetoid_h200x2 \
+        benchmarks/results/planetoid_a2q_qlr0.1 > docs/planetoid_quantized.md
 
 Reads the float32 summary ``docs/planetoid_fp32.json`` and, from the folder given, the
 summaries ``qat_planetoid_w8a8.json``, ``qat_planetoid_w4a4.json``,
 ``prompts_planetoid_w4a4_{gpfplus,lorap,gpf_lorap}.json``, ``prompts_planetoid_w2a2_gcn.json``
 and ``lorap_sensitivity.json`` (those present). Numbers are test accuracy (%) at the best
-validation epoch, mean ± sample std over seeds. "Gap closed" is
+validation epoch, mean ± sample std over seeds. Later folders override earlier ones row by
+row (a rerun of some cells, e.g. A2Q after a config change, replaces those rows only). "Gap closed" is
 ``(prompted - no prompt) / (float32 - no prompt)``; it is left out where the quantized model
 is within 2 points of float32 (too small a gap for a ratio). A ``NOTES.md`` in the folder is
 printed under the title.
@@ -23,7 +25,10 @@ METHODS = ("qat", "dq", "a2q", "mixq")
 CELLS = [(ds, arch) for ds in ("cora", "citeseer") for arch in ("gcn", "gin", "gat")]
 
 
-def load(path: Path) -> dict:
+def load(path) -> dict:
+    """``{label: summary row}`` of one summary file, or merged over a :class:`Folders` path."""
+    if isinstance(path, Folders):
+        return load_merged(path)
     return {r["label"]: r for r in json.loads(path.read_text())} if path.is_file() else {}
 
 
@@ -37,12 +42,33 @@ def gap_closed(fp32: float, base: dict | None, prompted: dict | None) -> str:
     return f"{100 * (prompted['test_mean'] - base['test_mean']) / (fp32 - base['test_mean']):+.0f}%"
 
 
-def main(folder: str) -> None:
-    d = Path(folder)
+class Folders:
+    """Sweep summaries from several folders; a later folder's row replaces an earlier one."""
+
+    def __init__(self, folders: list[str]):
+        self.paths = [Path(f) for f in folders]
+
+    def __truediv__(self, name: str) -> "Folders":
+        merged = Folders([])
+        merged.paths = [p / name for p in self.paths]
+        return merged
+
+
+def load_merged(files: Folders) -> dict:
+    rows: dict = {}
+    for path in files.paths:
+        rows.update(load(path))
+    return rows
+
+
+def main(folders: list[str]) -> None:
+    d = Folders(folders)
     fp32 = {r["label"].removesuffix("_fp32"): r for r in json.loads((REPO / "docs/planetoid_fp32.json").read_text())}
     w8, w4 = load(d / "qat_planetoid_w8a8.json"), load(d / "qat_planetoid_w4a4.json")
-    notes = d / "NOTES.md"
-    out = [notes.read_text().strip(), ""] if notes.is_file() else []
+    out = []
+    for notes in (d / "NOTES.md").paths:
+        if notes.is_file():
+            out += [notes.read_text().strip(), ""]
     out += ["## Quantized accuracy: W8A8 and W4A4 (test %, 10 seeds)", "",
            "Float32: 10 seeds on CPU. Quantized: 10 seeds on GPU. `Δ` is the W8A8 mean minus float32;",
            "✓ marks W8A8 within 1.5 points of float32. Bits: average stored bits (weights and",
@@ -102,4 +128,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/planetoid_h200x2")
+    main(sys.argv[1:] or ["benchmarks/results/planetoid_h200x2", "benchmarks/results/planetoid_a2q_qlr0.1"])
