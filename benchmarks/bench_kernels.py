@@ -51,6 +51,7 @@ import triton  # noqa: E402
 from triton.testing import do_bench  # noqa: E402
 
 from qgnn.graph.graph import Graph, sparse_csr, symmetrize  # noqa: E402
+from qgnn.kernels import _common as kcommon  # noqa: E402
 from qgnn.kernels import aggregate as agg  # noqa: E402
 from qgnn.kernels import lorap as lk  # noqa: E402
 
@@ -333,10 +334,10 @@ LORAP_FLAGS = ("FWD_MODE_EXACT", "FWD_MODE_TF32", "BWD_FUSE_DZ", "APPLY_BLOCK_M"
 
 
 def set_flags(**kw):
-    """Set qgnn.kernels.lorap / aggregate tunables; returns the old values."""
+    """Set qgnn.kernels.lorap / aggregate / _common tunables; returns the old values."""
     old = {}
     for key, val in kw.items():
-        mod = agg if key.startswith("AGG_") else lk
+        mod = agg if key.startswith("AGG_") else kcommon if key == "EXACT_DOT_PRECISION" else lk
         old[key] = getattr(mod, key)
         setattr(mod, key, val)
     return old
@@ -641,7 +642,8 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
         # Ablations of the two later changes, at the chosen tunables, with alpha written.
         alpha_abl = torch.empty(n, k, device="cuda")
         for flags in ({}, {"STREAM_STAGES_OUT": 1}, {"STREAM_SPLIT_K": False},
-                      {"STREAM_STAGES_OUT": 1, "STREAM_SPLIT_K": False}):
+                      {"STREAM_STAGES_OUT": 1, "STREAM_SPLIT_K": False},
+                      {"EXACT_DOT_PRECISION": "tf32x3"}):
             old = set_flags(**flags)
             name = " ".join(f"{f}={v}" for f, v in flags.items()) or "as chosen"
             sw[f"ablation fwd+alpha {name}"] = bench(lambda: lk.lorap_forward_triton(
@@ -665,6 +667,10 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
         set_flags(BWD_STREAM_BLOCK_M=bm, BWD_STREAM_BLOCK_C=bc, BWD_STREAM_WARPS=nw)
     row["bwd_stream_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,
                                                                    mode="stream"))
+    old = set_flags(EXACT_DOT_PRECISION="tf32x3")  # the previous exact-mode precision
+    row["bwd_stream_tf32x3_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,
+                                                                          mode="stream"))
+    set_flags(**old)
     row["bwd_stream_cublas_dz_ms"] = bench(lambda: lk.lorap_backward_triton(
         g, s, *params, alpha=alpha, mode="stream", fuse_dz=False))
     row["bwd_rows_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,

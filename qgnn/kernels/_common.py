@@ -36,16 +36,35 @@ def alloc(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=like.device)
 
 
+# ``tl.dot`` input precision when torch keeps float32 matmuls off tf32 (its default).
+# "bf16x3" splits each float32 operand into two bf16 terms and sums three bf16 products on the
+# tensor cores (bf16 runs at twice tf32's rate). Streamed LoRAP on one H100 (N=169,343, d=256,
+# k=40, r=2; forward with alpha / backward, us), relative error against float64 of alpha /
+# out / the worst gradient:
+#   "bf16x3"  171.5 / 434   4.1e-6 / 3.2e-7 / 5.8e-6
+#   "tf32x3"  184.9 / 472   2.2e-7 / 4.0e-8 / 7.3e-7
+#   "bf16x6"  199.0 / -     1.3e-7 / 3.8e-8 / 7.1e-7
+#   "tf32"    157.0 / -     7.9e-4 / 6.3e-5 / 1.0e-3   (what tf32 on gives)
+#   "ieee"    745.5 / -     (CUDA cores)
+# bf16x3 stays within 1e-5 everywhere, about the rounding error of a float32 GEMM over 256
+# terms; set "tf32x3" for float32's last bits.
+EXACT_DOT_PRECISION = "bf16x3"
+
+
 def dot_precision() -> str:
     """Triton ``tl.dot`` input precision matching torch's float32 matmul setting.
 
     ``torch.backends.cuda.matmul.allow_tf32`` on gives plain tf32 tensor-core products, as
-    cuBLAS would. Off (torch's default) gives "tf32x3": three tf32 products that recover
-    float32 accuracy (relative error ~1e-7 on one H100) while staying on the tensor cores;
-    "ieee" would run the scores on the CUDA cores, which measured 7x slower than the
-    copy-bandwidth floor at N=169,343, d=256.
+    cuBLAS would. Off (torch's default) gives :data:`EXACT_DOT_PRECISION` (``"bf16x3"``):
+    three bf16 products that keep the relative error near 1e-6 while staying on the tensor
+    cores. Triton's CPU interpreter accepts only tf32 / tf32x3 / ieee (and computes in float32
+    whatever it is told), so there the exact mode asks for "tf32x3".
     """
-    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+    if torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return "tf32x3"
+    return EXACT_DOT_PRECISION
 
 
 def num_sms(device: torch.device) -> int:

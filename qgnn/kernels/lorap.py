@@ -13,8 +13,8 @@ Forward, three modes (chosen per ``torch.backends.cuda.matmul.allow_tf32``, see
 :func:`fwd_mode`), each keeping ``alpha`` ``(N, k)`` for the backward (``k / d`` of the size
 of ``s``) instead of recomputing it:
 ``"stream"`` (default): one Triton kernel per block of rows; a GEMM main loop over column
-chunks forms the scores on the tensor cores (tf32x3, i.e. float32 accuracy, unless tf32 is
-allowed), then a second loop re-reads each chunk of ``s`` (an L2 hit), adds the rank-``r``
+chunks forms the scores on the tensor cores (bf16x3, relative error ~1e-6, unless tf32 is
+allowed; see :data:`qgnn.kernels._common.EXACT_DOT_PRECISION`), then a second loop re-reads each chunk of ``s`` (an L2 hit), adds the rank-``r``
 product and writes ``out``. ``"split"``: cuBLAS forms the ``(N, k)`` scores, then one Triton
 pass reads ``s`` and the scores and writes ``out`` (and ``alpha`` over the scores).
 ``"fused"``: one Triton pass holding the whole ``W_a^T`` tile (slower; kept for comparison).

@@ -185,3 +185,20 @@ def test_stream_forward_with_one_or_two_score_parts(force_triton, monkeypatch, s
     assert rel(out, lorap_reference(*t64)) < 1e-5
     alpha_ref = torch.softmax(t64[0] @ t64[1].T + t64[2], dim=1)
     assert rel(alpha, alpha_ref) < 1e-5
+
+
+def test_dot_precision_follows_torch_tf32_and_the_interpreter(monkeypatch):
+    from qgnn.kernels import _common
+
+    matmul = torch.backends.cuda.matmul  # a settings object: set and restore by hand
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = True
+        assert _common.dot_precision() == "tf32"
+        matmul.allow_tf32 = False
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        assert _common.dot_precision() == _common.EXACT_DOT_PRECISION == "bf16x3"
+        monkeypatch.setenv("TRITON_INTERPRET", "1")  # the CPU interpreter knows no bf16x3
+        assert _common.dot_precision() == "tf32x3"
+    finally:
+        matmul.allow_tf32 = before
