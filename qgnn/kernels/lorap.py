@@ -39,9 +39,9 @@ Tensor = torch.Tensor
 
 # Tunables, chosen on one H100 (benchmarks/bench_kernels.py --stream and --quick time the
 # variants; N=169,343, d=256, k=40, r=2, see benchmarks/results/kernels_h100.md).
-# Forward mode with tf32 off (exact float32) and with tf32 allowed: "stream", "split" or
+# Forward mode with tf32 off (exact mode) and with tf32 allowed: "stream", "split" or
 # "fused". Measured on one H100 (N=169,343, d=256, k=40, r=2; bench_kernels.py --stream):
-# stream 190 us vs split 297 us with tf32 off, 167 vs 212 us with tf32 on (an earlier run:
+# stream 180 us vs split 297 us with tf32 off, 160 vs 211 us with tf32 on (an earlier run:
 # fused 433 us with tf32 off, 224 us on). One H200 ranks them the same.
 FWD_MODE_EXACT = "stream"
 FWD_MODE_TF32 = "stream"
@@ -56,15 +56,17 @@ FWD_STAGES = 1
 APPLY_BLOCK_M = 8
 APPLY_WARPS = 4
 # Streamed forward ("stream"): row block, column chunk, warps, pipelining depth (best of 10
-# variants on one H100 with tf32 off, within 3% of the best with tf32 on; 3 x 32 KB of
-# stages fit two programs per SM).
+# variants on one H100 with tf32 off in the first streamed version; 3 x 32 KB of stages fit
+# two programs per SM). With bf16x3 the sweep prefers (32, 64, 2, 3) on one H100 (174 vs
+# 180 us), which one H200 ran 9% slower than these; see benchmarks/results/kernels_h100.md.
 STREAM_BLOCK_M = 64
 STREAM_BLOCK_C = 64
 STREAM_WARPS = 4
 STREAM_STAGES = 3
 # Streamed forward: pipelining depth of the output pass, and whether k is held as two
 # power-of-two parts of score columns (k = 40 as 32 + 16 instead of 64). One H100, tf32 off,
-# with alpha written: 204 us as before, 190 us with the output pass 3 deep, 184 us with both.
+# bf16x3, with alpha written (bench_kernels.py --stream): 218 us with neither, 199 us without
+# the pipelined output pass, 192 us without the split, 184 us with both.
 STREAM_STAGES_OUT = 3
 STREAM_SPLIT_K = True
 # Backward row pass: row block, warps, programs per SM (persistent grid; ~128 registers a
@@ -76,7 +78,7 @@ BWD_PROGRAMS_PER_SM = 2
 BWD_FUSE_DZ = True
 # Backward row pass: "rows" (persistent, the kernel above) or "stream" (one row block per
 # program, column chunks, ds / dz product on the tensor cores), and the stream tunables.
-# Measured on one H100 (as above): stream 473 us vs rows 638 us with tf32 off, 349 vs 581 us
+# Measured on one H100 (as above): stream 435 us vs rows 640 us with tf32 off, 346 vs 583 us
 # on. Few threads a row block measured best (its row and column sums stay within warps).
 BWD_MODE = "stream"
 BWD_STREAM_BLOCK_M = 32
