@@ -135,6 +135,67 @@ def fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str = "cli
     raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
 
 
+class _RowwiseLocalFakeQuantize(torch.autograd.Function):
+    """Forward: ``q = round(clamp(x / s, qmin, qmax)) * s`` with one ``(s, qmin, qmax)`` per row.
+
+    Backward: ``x`` gets the task gradient through the clipped STE; ``s``, ``qmin`` and
+    ``qmax`` get, instead of the task gradient, the gradient of the local error
+    ``E = sum((q - x)**2)`` with ``x`` held constant (A2Q's local gradient). Those per-row
+    gradients are reduced in the forward pass, so only a boolean in-range mask is saved:
+    each ``(N, F)`` temporary of the unfused composition (about twenty per training step)
+    costs a fresh allocation and page faults on the CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: Tensor, qmin: Tensor, qmax: Tensor) -> Tensor:
+        rows = x.shape[0]
+        shape = (rows,) + (1,) * (x.dim() - 1)
+        s, lo, hi = scale.reshape(shape), qmin.reshape(shape), qmax.reshape(shape)
+        v = x / s
+        above, below = v > hi, v < lo
+        clamped = above | below
+        v.clamp_(lo, hi)  # the same values as _clamp (a tie with a bound stays inside)
+        codes = torch.round(v)
+        q = codes * s
+        inside = ~clamped
+        ctx.save_for_backward(inside)
+        if any(ctx.needs_input_grad[1:]):
+            twice_err = (q - x).mul_(2.0).reshape(rows, -1)
+            # dq/ds: round(v) - v inside, the bound (= codes) where clamped; in place, and
+            # without boolean indexing (a host sync on the GPU).
+            dq_ds = v.mul_(inside).neg_().add_(codes)
+            need_s, need_lo, need_hi = ctx.needs_input_grad[1:]
+            ctx.local = (
+                torch.einsum("nf,nf->n", twice_err, dq_ds.reshape(rows, -1)) if need_s else None,
+                torch.where(below.reshape(rows, -1), twice_err, 0.0).sum(1) * scale if need_lo else None,
+                torch.where(above.reshape(rows, -1), twice_err, 0.0).sum(1) * scale if need_hi else None,
+            )
+        return q
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (inside,) = ctx.saved_tensors
+        grad_x = torch.where(inside, grad, 0.0) if ctx.needs_input_grad[0] else None
+        if not any(ctx.needs_input_grad[1:]):
+            return grad_x, None, None, None
+        d_scale, d_qmin, d_qmax = ctx.local
+        return grad_x, d_scale, d_qmin, d_qmax
+
+
+def fake_quantize_local(x: Tensor, scale: Tensor, qmin: Tensor, qmax: Tensor) -> Tensor:
+    """Row-wise symmetric fake quantization trained by a local objective (A2Q).
+
+    The value equals ``fake_quantize(x, scale, 0, qmin, qmax, "clipped")`` with
+    ``scale``, ``qmin``, ``qmax`` of shape ``(N,)`` broadcast over the rows of ``x``. In the
+    backward pass ``x`` receives the task gradient (clipped STE), while ``scale`` and the
+    bounds receive the gradient of ``sum((q - x)**2)`` (``x`` constant) and none of the task
+    gradient: the same gradients as the unfused composition, in a few passes over ``x``.
+
+    Shapes: ``x`` ``(N, *F)``; ``scale``, ``qmin``, ``qmax`` ``(N,)`` -> ``(N, *F)``.
+    """
+    return _RowwiseLocalFakeQuantize.apply(x, scale, qmin, qmax)
+
+
 # --------------------------------------------------------------------------- scale rules
 def symmetric_qparams(absmax: Tensor, qmin, qmax) -> tuple[Tensor, Tensor]:
     """``(scale, zero_point)`` mapping ``[-absmax, absmax]`` (signed) or ``[0, absmax]``

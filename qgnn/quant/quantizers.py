@@ -231,24 +231,6 @@ class LSQQuantizer(QuantizerBase):
         return f"bits={self.bits}, granularity={self.granularity}, step_param={self.step_param}"
 
 
-class _AddGradientOf(torch.autograd.Function):
-    """Return ``y`` unchanged; in the backward pass also send gradient 1 into ``loss``.
-
-    This lets a quantizer train some of its parameters on a local objective (A2Q's
-    per-node quantization error) during the same ``loss.backward()`` as the task loss,
-    without the task loss reaching those parameters.
-    """
-
-    @staticmethod
-    def forward(ctx, y: Tensor, loss: Tensor) -> Tensor:
-        ctx.loss_shape = loss.shape
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad, torch.ones(ctx.loss_shape, dtype=grad.dtype, device=grad.device)
-
-
 STEP_PARAMS = ("linear", "log")
 
 
@@ -426,14 +408,14 @@ class NodeWiseQuantizer(QuantizerBase):
             self._initialize(x)
         step, bits = self.node_params(x)
         node_bits = round_bits(bits, self.min_bits, self.max_bits)
-        # Task path: gradient to x only (clipped STE); s and b are held constant here.
-        y = self._fake_quantize(x, step.detach(), node_bits.detach())
         if self.training and torch.is_grad_enabled():
-            x_const = x.detach()
-            local_error = (self._fake_quantize(x_const, step, node_bits) - x_const).pow(2).sum()
-            y = _AddGradientOf.apply(y, local_error)
+            # x gets the task gradient (clipped STE); s and b get only the gradient of each
+            # node's own error sum_f (x_if - q(x_if))**2, in one fused pass over x.
+            qmin, qmax = QF.int_range(node_bits, bool(self.signed))
+            y = QF.fake_quantize_local(x, step.abs().clamp_min(QF.MIN_SCALE), qmin, qmax)
             self.node_bits = node_bits
         else:
+            y = self._fake_quantize(x, step.detach(), node_bits.detach())
             self.node_bits = node_bits.detach()
         self._record(x, node_bits.detach().mean())
         return y

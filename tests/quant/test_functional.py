@@ -164,3 +164,63 @@ def test_bad_arguments():
         QF.fake_quantize(torch.zeros(2), 1.0, 0.0, 0, 1, gradient="nope")
     with pytest.raises(ValueError, match="bits"):
         QF.int_range(0, True)
+
+
+class _TaskAndLocal(torch.autograd.Function):
+    """Reference: return y; in the backward also send gradient 1 into ``local``."""
+
+    @staticmethod
+    def forward(ctx, y, local):
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, torch.ones((), dtype=grad.dtype)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("shape", [(9, 7), (6, 3, 4)])
+def test_fused_local_fake_quantize_matches_the_unfused_composition(signed, shape):
+    """Value, x's clipped-STE gradient and the local-error gradients of s, qmin, qmax (float64)."""
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(*shape, generator=g, dtype=torch.float64) * 3
+    if not signed:
+        x0 = x0.abs()
+    x0[0].zero_()  # an all-zero row
+    n = shape[0]
+    bits0 = torch.randint(2, 5, (n,), generator=g).double()
+    step0 = torch.rand(n, generator=g, dtype=torch.float64) * 0.5 + 0.05  # some values clamp
+    task = torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    def run(fused):
+        x = x0.clone().requires_grad_(True)
+        step = step0.clone().requires_grad_(True)
+        bits = bits0.clone().requires_grad_(True)
+        qmin, qmax = QF.int_range(bits, signed)
+        if fused:
+            y = QF.fake_quantize_local(x, step, qmin, qmax)
+        else:
+            b = (-1,) + (1,) * (len(shape) - 1)
+            y = QF.fake_quantize(x, step.detach().reshape(b), 0.0, qmin.detach().reshape(b),
+                                 qmax.detach().reshape(b))
+            xc = x.detach()
+            local = (QF.fake_quantize(xc, step.reshape(b), 0.0, qmin.reshape(b), qmax.reshape(b))
+                     - xc).pow(2).sum()
+            y = _TaskAndLocal.apply(y, local)
+        (y * task).sum().backward()
+        return y.detach(), x.grad, step.grad, bits.grad
+
+    fused, unfused = run(True), run(False)
+    assert torch.equal(fused[0], unfused[0])
+    for name, a, b in zip(["x", "step", "bits"], fused[1:], unfused[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+    assert fused[3].abs().sum() > 0  # some values clamped, so the bits learn
+
+
+def test_fused_local_fake_quantize_without_parameter_gradients():
+    x = torch.randn(4, 5, requires_grad=True)
+    s, qmin, qmax = torch.full((4,), 0.1), torch.full((4,), -8.0), torch.full((4,), 7.0)
+    y = QF.fake_quantize_local(x, s, qmin, qmax)
+    y.sum().backward()
+    inside = (x.detach() / 0.1 >= -8) & (x.detach() / 0.1 <= 7)
+    assert torch.equal(x.grad, inside.float())
