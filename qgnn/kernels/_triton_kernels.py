@@ -144,6 +144,20 @@ def _chunk_scores(z, wa_ptr, cols, cmask, D_IN, K, acc,
 
 
 @triton.jit
+def _biased(scores, ba_ptr, kk, K):
+    """``scores + b_a`` on the score columns ``kk < K``; ``-inf`` on padding (out of the softmax)."""
+    b = tl.load(ba_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+    return tl.where((kk < K)[None, :], scores + b[None, :], float("-inf"))
+
+
+@triton.jit
+def _alpha_u(alpha, u_ptr, kk, K, R: tl.constexpr, j: tl.constexpr):
+    """Column ``j`` of ``alpha U`` from the score columns ``kk`` of one part: ``(BLOCK_M,)``."""
+    u_j = tl.load(u_ptr + kk * R + j, mask=kk < K, other=0.0).to(tl.float32)
+    return tl.sum(alpha * u_j[None, :], axis=1)
+
+
+@triton.jit
 def lorap_fwd_stream_kernel(
     s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
     N, D, D_IN, K,
@@ -181,10 +195,10 @@ def lorap_fwd_stream_kernel(
         if K_B > 0:
             sb = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sb, K_A, K_B, PREC)
     # Softmax over the K valid columns of both parts.
-    sa = tl.where((ka < K)[None, :], sa + tl.load(ba_ptr + ka, mask=ka < K, other=0.0)[None, :], float("-inf"))
+    sa = _biased(sa, ba_ptr, ka, K)
     row_max = tl.max(sa, axis=1)
     if K_B > 0:
-        sb = tl.where((kb < K)[None, :], sb + tl.load(ba_ptr + kb, mask=kb < K, other=0.0)[None, :], float("-inf"))
+        sb = _biased(sb, ba_ptr, kb, K)
         row_max = tl.maximum(row_max, tl.max(sb, axis=1))
     pa = tl.exp(sa - row_max[:, None])
     den = tl.sum(pa, axis=1)
@@ -194,7 +208,8 @@ def lorap_fwd_stream_kernel(
         alpha_b = pb / den[:, None]
     alpha_a = pa / den[:, None]
     if STORE_ALPHA:
-        tl.store(alpha_ptr + rows64[:, None] * K + ka[None, :], alpha_a, mask=rmask[:, None] & (ka < K)[None, :])
+        tl.store(alpha_ptr + rows64[:, None] * K + ka[None, :], alpha_a,
+                 mask=rmask[:, None] & (ka < K)[None, :])
         if K_B > 0:
             tl.store(alpha_ptr + rows64[:, None] * K + kb[None, :], alpha_b,
                      mask=rmask[:, None] & (kb < K)[None, :])
@@ -204,9 +219,9 @@ def lorap_fwd_stream_kernel(
         m = rmask[:, None] & cmask[None, :]
         res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
         for j in tl.static_range(R):
-            au_j = tl.sum(alpha_a * tl.load(u_ptr + ka * R + j, mask=ka < K, other=0.0).to(tl.float32)[None, :], axis=1)
+            au_j = _alpha_u(alpha_a, u_ptr, ka, K, R, j)
             if K_B > 0:
-                au_j += tl.sum(alpha_b * tl.load(u_ptr + kb * R + j, mask=kb < K, other=0.0).to(tl.float32)[None, :], axis=1)
+                au_j += _alpha_u(alpha_b, u_ptr, kb, K, R, j)
             v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
             res += au_j[:, None] * v_j[None, :]
         tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
