@@ -641,9 +641,11 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
         set_flags(STREAM_BLOCK_M=bm, STREAM_BLOCK_C=bc, STREAM_WARPS=nw, STREAM_STAGES=st)
         # Ablations of the two later changes, at the chosen tunables, with alpha written.
         alpha_abl = torch.empty(n, k, device="cuda")
-        for flags in ({}, {"STREAM_STAGES_OUT": 1}, {"STREAM_SPLIT_K": False},
-                      {"STREAM_STAGES_OUT": 1, "STREAM_SPLIT_K": False},
-                      {"EXACT_DOT_PRECISION": "tf32x3"}):
+        ablations = [{}, {"STREAM_STAGES_OUT": 1}, {"STREAM_SPLIT_K": False},
+                     {"STREAM_STAGES_OUT": 1, "STREAM_SPLIT_K": False}]
+        if not tf32:  # the exact-mode precision only applies with tf32 off
+            ablations.append({"EXACT_DOT_PRECISION": "tf32x3"})
+        for flags in ablations:
             old = set_flags(**flags)
             name = " ".join(f"{f}={v}" for f, v in flags.items()) or "as chosen"
             sw[f"ablation fwd+alpha {name}"] = bench(lambda: lk.lorap_forward_triton(
@@ -667,10 +669,11 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
         set_flags(BWD_STREAM_BLOCK_M=bm, BWD_STREAM_BLOCK_C=bc, BWD_STREAM_WARPS=nw)
     row["bwd_stream_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,
                                                                    mode="stream"))
-    old = set_flags(EXACT_DOT_PRECISION="tf32x3")  # the previous exact-mode precision
-    row["bwd_stream_tf32x3_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,
-                                                                          mode="stream"))
-    set_flags(**old)
+    if not tf32:  # the previous exact-mode precision
+        old = set_flags(EXACT_DOT_PRECISION="tf32x3")
+        row["bwd_stream_tf32x3_ms"] = bench(lambda: lk.lorap_backward_triton(
+            g, s, *params, alpha=alpha, mode="stream"))
+        set_flags(**old)
     row["bwd_stream_cublas_dz_ms"] = bench(lambda: lk.lorap_backward_triton(
         g, s, *params, alpha=alpha, mode="stream", fuse_dz=False))
     row["bwd_rows_ms"] = bench(lambda: lk.lorap_backward_triton(g, s, *params, alpha=alpha,

@@ -62,6 +62,8 @@ def load_merged(files: Folders) -> dict:
 
 
 def main(folders: list[str]) -> None:
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
     d = Folders(folders)
     fp32 = {r["label"].removesuffix("_fp32"): r for r in json.loads((REPO / "docs/planetoid_fp32.json").read_text())}
     w8, w4 = load(d / "qat_planetoid_w8a8.json"), load(d / "qat_planetoid_w4a4.json")

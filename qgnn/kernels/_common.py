@@ -62,8 +62,8 @@ def dot_precision() -> str:
     """
     if torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        return "tf32x3"
+    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y"):
+        return "tf32x3"  # the values triton itself reads as "interpret"
     return EXACT_DOT_PRECISION
 
 

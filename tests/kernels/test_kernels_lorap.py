@@ -198,7 +198,8 @@ def test_dot_precision_follows_torch_tf32_and_the_interpreter(monkeypatch):
         matmul.allow_tf32 = False
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         assert _common.dot_precision() == _common.EXACT_DOT_PRECISION == "bf16x3"
-        monkeypatch.setenv("TRITON_INTERPRET", "1")  # the CPU interpreter knows no bf16x3
-        assert _common.dot_precision() == "tf32x3"
+        for value in ("1", "true", "ON"):  # the CPU interpreter knows no bf16x3
+            monkeypatch.setenv("TRITON_INTERPRET", value)
+            assert _common.dot_precision() == "tf32x3"
     finally:
         matmul.allow_tf32 = before
