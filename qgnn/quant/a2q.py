@@ -81,13 +81,14 @@ class A2QFramework(QuantFramework):
         opts = self.cfg.a2q
         bits = self.cfg.resolved_weight_bits()
         if kind == "weight":
-            return LSQQuantizer(bits, granularity="per_row", signed=True, step_param=opts.step_param)
+            return LSQQuantizer(bits, granularity="per_row", signed=True, step_param=opts.step_param,
+                                init=opts.step_init)
         if kind == "node" and site in NODE_FEATURE_SITES:
             return NodeWiseQuantizer(self.node_mode, self.cfg.a2q_init_bits(), opts.min_bits,
                                      opts.max_bits, opts.bank_size, step_param=opts.step_param)
         if kind == "node" and site in linear_output_sites(layer):
             return LSQQuantizer(bits, granularity="per_column", signed=None,
-                                step_param=opts.step_param)
+                                step_param=opts.step_param, init=opts.step_init)
         return nn.Identity()
 
     def node_quantizers(self, model: nn.Module) -> list[NodeWiseQuantizer]:

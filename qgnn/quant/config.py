@@ -25,6 +25,7 @@ METHODS = ("fp32", "qat", "dq", "a2q", "mixq")
 EDGE_MASKS = ("source", "none")
 DQ_INPUT_RANGES = ("percentile", "minmax")
 STEP_PARAMS = ("linear", "log")
+STEP_INITS = ("max", "lsq")
 A2Q_NODE_MODES = ("auto", "per_node", "bank")
 MIXQ_BASES = ("qat", "dq")
 MAX_BITS = 16
@@ -91,6 +92,10 @@ class A2QOptions:
             feature-channel steps start near 0.005, so at lr 0.01 linear steps cross zero in
             the first update and their channels die (Cora GCN A2Q W4: 32-43% test). In the
             log domain the same update is a 1% relative change.
+        step_init: first step of the fixed-width (LSQ) quantizers of weights and linear
+            outputs: ``"max"`` (``max|x| / qmax`` per channel: nothing clipped at the start)
+            or ``"lsq"`` (LSQ's published ``2 mean|x| / sqrt(qmax)``, which starts clipped
+            where a channel is heavy-tailed).
     """
 
     init_bits: Optional[float] = None
@@ -102,6 +107,7 @@ class A2QOptions:
     bank_size: int = 1000
     node_mode: str = "auto"
     step_param: str = "log"
+    step_init: str = "max"
 
 
 @dataclass
@@ -243,6 +249,7 @@ class QuantConfig:
         _int_in("quant.a2q.bank_size", a2q.bank_size, 1, None)
         _choice("quant.a2q.node_mode", a2q.node_mode, A2Q_NODE_MODES)
         _choice("quant.a2q.step_param", a2q.step_param, STEP_PARAMS)
+        _choice("quant.a2q.step_init", a2q.step_init, STEP_INITS)
 
         mixq = self.mixq
         if isinstance(mixq.bits, list):

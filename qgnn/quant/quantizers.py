@@ -146,8 +146,9 @@ class LSQQuantizer(QuantizerBase):
 
     ``q(x) = s * clamp(round(x / s), qmin, qmax)``, zero point 0, with ``s`` a parameter per
     tensor, per row (output channel of a weight) or per column (feature channel of a node
-    tensor). The step is initialised from the first tensor seen as ``max|x| / qmax`` per
-    group; its gradient is LSQ's, scaled by ``1 / sqrt(numel_per_group * qmax)``; the
+    tensor). The step is initialised from the first tensor seen, per group, as
+    ``max|x| / qmax`` (``init="max"``) or as LSQ's ``2 mean|x| / sqrt(qmax)`` (``"lsq"``);
+    its gradient is LSQ's, scaled by ``1 / sqrt(numel_per_group * qmax)``; the
     gradient to ``x`` is zero where the value was clamped.
 
     Step parametrisation (``step_param``):
@@ -168,6 +169,7 @@ class LSQQuantizer(QuantizerBase):
         signed: ``True`` / ``False``, or ``None`` to pick unsigned when the first tensor is
             non-negative.
         step_param: ``"linear"`` or ``"log"``.
+        init: ``"max"`` or ``"lsq"``, the first step (see above).
 
     Example::
 
@@ -182,9 +184,14 @@ class LSQQuantizer(QuantizerBase):
 
     _lazy_tensors = ("step", "log_step")
 
+    INITS = ("max", "lsq")
+
     def __init__(self, bits: int, granularity: str = "per_tensor", signed: Optional[bool] = True,
-                 step_param: str = "linear"):
+                 step_param: str = "linear", init: str = "max"):
         super().__init__()
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}, got {init!r}.")
+        self.init = init
         if granularity not in QF.GRANULARITIES:
             raise ValueError(f"granularity must be one of {QF.GRANULARITIES}, got {granularity!r}.")
         if step_param not in STEP_PARAMS:
@@ -204,11 +211,14 @@ class LSQQuantizer(QuantizerBase):
         if self.fixed_sign is None:
             self.signed.fill_(bool(x.min() < 0))
         _, qmax = QF.int_range(self.bits, bool(self.signed))
-        absmax = x.detach().abs().amax(dim=QF.reduce_dims(x, self.granularity))
-        positive = absmax[absmax > 0]
-        fallback = positive.mean() if positive.numel() else torch.tensor(1.0)
-        absmax = torch.where(absmax > 0, absmax, fallback)
-        _set_step(self, absmax / max(qmax, 1))
+        dims = QF.reduce_dims(x, self.granularity)
+        if self.init == "lsq":
+            size = x.detach().abs().mean(dim=dims) * (2.0 / math.sqrt(max(qmax, 1)))
+        else:
+            size = x.detach().abs().amax(dim=dims) / max(qmax, 1)
+        positive = size[size > 0]
+        fallback = positive.mean() if positive.numel() else torch.tensor(1.0 / max(qmax, 1))
+        _set_step(self, torch.where(size > 0, size, fallback))
         self.initialized.fill_(True)
 
     def step_size(self) -> Tensor:
@@ -228,7 +238,8 @@ class LSQQuantizer(QuantizerBase):
         return QF.fake_quantize(x, step, 0.0, qmin, qmax, "clipped")
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, granularity={self.granularity}, step_param={self.step_param}"
+        return (f"bits={self.bits}, granularity={self.granularity}, step_param={self.step_param}, "
+                f"init={self.init}")
 
 
 STEP_PARAMS = ("linear", "log")

@@ -29,6 +29,14 @@ def test_parts_per_site(graph, features):
     assert isinstance(conv.quant["aggregate"], torch.nn.Identity)
 
 
+def test_step_init_reaches_every_fixed_width_quantizer(graph, features):
+    model = NodeClassifier("gin", 7, 16, 3)
+    cfg = QuantConfig.from_dict({"method": "a2q", "a2q": {"step_init": "lsq"}})
+    build_quantization(cfg).attach(model, example=(graph, features))
+    lsq = [q for q in model.modules() if isinstance(q, LSQQuantizer)]
+    assert lsq and all(q.init == "lsq" for q in lsq)
+
+
 def test_memory_penalty_hand_computed(graph, features):
     model = NodeClassifier("gcn", 7, 16, 3, dropout=0.0)
     framework = build_quantization(QuantConfig.from_dict(

@@ -55,6 +55,7 @@ def test_from_dict_and_to_dict_round_trip():
     ({"method": "dq", "dq": {"percentile": 0.7}}, "quant.dq.percentile", "[0.0, 0.5)"),
     ({"method": "a2q", "a2q": {"node_mode": "nodes"}}, "quant.a2q.node_mode", "auto, per_node, bank"),
     ({"method": "a2q", "a2q": {"init_bits": 12}}, "quant.a2q.init_bits", "[1, 8]"),
+    ({"method": "a2q", "a2q": {"step_init": "mean"}}, "quant.a2q.step_init", "max, lsq"),
     ({"method": "mixq", "mixq": {"bits": []}}, "quant.mixq.bits", "non-empty"),
     ({"method": "mixq", "mixq": {"bits": [2, 2]}}, "quant.mixq.bits", "repeated"),
     ({"method": "mixq", "mixq": {"base": "a2q"}}, "quant.mixq.base", "qat, dq"),

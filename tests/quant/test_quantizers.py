@@ -73,6 +73,20 @@ def test_lsq_quantizer_per_channel_step_and_gradients():
     assert w.grad is not None
 
 
+@pytest.mark.parametrize("init", ["max", "lsq"])
+def test_lsq_first_step_hand_computed(init):
+    x = torch.tensor([[1.0, -3.0], [2.0, 0.0], [0.0, 0.0]])
+    q = LSQQuantizer(bits=4, granularity="per_row", init=init)  # signed: qmax = 7
+    q(x)
+    if init == "max":
+        expected = torch.tensor([3 / 7, 2 / 7, 2.5 / 7])  # an all-zero row takes the mean step
+    else:
+        expected = torch.tensor([2.0, 1.0, 1.5]) * 2 / 7 ** 0.5
+    torch.testing.assert_close(q.step.detach(), expected)
+    with pytest.raises(ValueError, match="init must be one of"):
+        LSQQuantizer(bits=4, init="median")
+
+
 def test_lsq_quantizer_picks_unsigned_for_non_negative_input():
     q = LSQQuantizer(bits=2, granularity="per_column", signed=None)
     x = torch.rand(30, 3)
