@@ -13,12 +13,7 @@ import lorap_forward_variants as FV  # noqa: E402  (its kernel fwd_v)
 torch.backends.cuda.matmul.allow_tf32 = False
 dev = "cuda"
 n, d, k, r = 169_343, 256, 40, 2
-g_ = torch.Generator(device=dev).manual_seed(0)
-s = torch.randn(n, d, device=dev, generator=g_)
-Wa = torch.randn(k, d, device=dev, generator=g_) / 16
-ba = torch.randn(k, device=dev, generator=g_) / 10
-U = torch.randn(k, r, device=dev, generator=g_)
-V = torch.randn(r, d, device=dev, generator=g_) / 4
+g_, (s, Wa, ba, U, V) = FV.lorap_inputs(n, d, k, r, dev)
 G = torch.randn(n, d, device=dev, generator=g_)
 t64 = [x.double().requires_grad_() for x in (s, Wa, ba, U, V)]
 ref = L.lorap_reference(*t64)

@@ -76,14 +76,20 @@ def fwd_v(s_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr, N, K,
             tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=rmask[:, None])
 
 
-def main():
-    n, d, k, r = int(os.environ.get("NROWS", 169_343)), 256, 40, 2
+def lorap_inputs(n, d, k, r, dev):
+    """Seeded LoRAP inputs ``(s, W_a, b_a, U, V)`` on ``dev`` and the generator (for more draws)."""
     g = torch.Generator(device=dev).manual_seed(0)
     s = torch.randn(n, d, device=dev, generator=g)
     Wa = torch.randn(k, d, device=dev, generator=g) / 16
     ba = torch.randn(k, device=dev, generator=g) / 10
     U = torch.randn(k, r, device=dev, generator=g)
     V = torch.randn(r, d, device=dev, generator=g) / 4
+    return g, (s, Wa, ba, U, V)
+
+
+def main():
+    n, d, k, r = int(os.environ.get("NROWS", 169_343)), 256, 40, 2
+    _, (s, Wa, ba, U, V) = lorap_inputs(n, d, k, r, dev)
     ref = L.lorap_reference(s.double(), Wa.double(), ba.double(), U.double(), V.double())
     out = torch.empty_like(s); alpha = torch.empty(n, k, device=dev)
     res = {}

@@ -9,6 +9,9 @@ import torch, triton, triton.language as tl
 from triton.testing import do_bench
 from qgnn.kernels import lorap as L
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lorap_forward_variants import lorap_inputs  # noqa: E402
+
 torch.backends.cuda.matmul.allow_tf32 = False
 dev = os.environ.get("DEV", "cuda")
 
@@ -46,12 +49,7 @@ def fwd_reg(s_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr, N, K,
 
 def main():
     n, d, k, r = int(os.environ.get("NROWS", 169_343)), 256, 40, 2
-    g = torch.Generator(device=dev).manual_seed(0)
-    s = torch.randn(n, d, device=dev, generator=g)
-    Wa = torch.randn(k, d, device=dev, generator=g) / 16
-    ba = torch.randn(k, device=dev, generator=g) / 10
-    U = torch.randn(k, r, device=dev, generator=g)
-    V = torch.randn(r, d, device=dev, generator=g) / 4
+    _, (s, Wa, ba, U, V) = lorap_inputs(n, d, k, r, dev)
     ref = L.lorap_reference(s.double(), Wa.double(), ba.double(), U.double(), V.double())
     out = torch.empty_like(s); alpha = torch.empty(n, k, device=dev)
     err = lambda o: float((o.double() - ref).norm() / ref.norm())
