@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 from qgnn.errors import ConfigError
 
 METHODS = ("fp32", "qat", "dq", "a2q", "mixq")
+MIXQ_LOGIT_INITS = ("uniform", "bits")
 EDGE_MASKS = ("source", "none")
 DQ_INPUT_RANGES = ("percentile", "minmax")
 STEP_PARAMS = ("linear", "log")
@@ -127,6 +128,9 @@ class MixQOptions:
         logit_lr: learning rate of the plain-SGD update of the width logits (outside the
             model's optimizer: Adam's per-parameter normalisation would push a tiny
             component as hard as a large one and make ``memory_weight`` meaningless).
+        logit_init: start of the width logits: ``"uniform"`` or ``"bits"`` (the MixQ
+            reference code's ``softmax(softmax(bits))``, tilted towards the widest width;
+            see :class:`~qgnn.quant.quantizers.MixedQuantizer`).
     """
 
     bits: tuple = (2, 4, 8)
@@ -135,6 +139,7 @@ class MixQOptions:
     base: str = "qat"
     reinit: bool = False
     logit_lr: float = 1.0
+    logit_init: str = "uniform"
 
 
 @dataclass
@@ -266,6 +271,7 @@ class QuantConfig:
         _int_in("quant.mixq.search_epochs", mixq.search_epochs, 0, None)
         _number_in("quant.mixq.logit_lr", mixq.logit_lr, 0.0, None)
         _choice("quant.mixq.base", mixq.base, MIXQ_BASES)
+        _choice("quant.mixq.logit_init", mixq.logit_init, MIXQ_LOGIT_INITS)
         if self.method == "mixq":
             for kind, key in (("weight", "weight_bits"), ("act", "act_bits")):
                 if not self.mixq_candidates(kind):

@@ -67,7 +67,7 @@ class MixQFramework(QuantFramework):
                 widths = (max(widths),)
             model_input = self.is_model_input(layer, site)
             candidates = [self.base.activation_part(kind, b, model_input=model_input) for b in widths]
-        return MixedQuantizer(candidates)
+        return MixedQuantizer(candidates, logit_init=self.cfg.mixq.logit_init)
 
     def after_attach(self, model: nn.Module) -> None:
         for _, q in self.mixed_quantizers(model):

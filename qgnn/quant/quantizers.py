@@ -512,6 +512,11 @@ class MixedQuantizer(QuantizerBase):
 
     Args:
         candidates: quantizers, one per width (each with a ``bits`` attribute).
+        logit_init: ``"uniform"`` (logits 0: equal weights) or ``"bits"``, the MixQ
+            reference code's start ``logits = softmax(softmax(bits))``: a mild tilt towards
+            the widest candidate (weights 0.29 / 0.29 / 0.42 for {2, 4, 8}), so a component
+            whose logits the search barely moves keeps the widest width instead of whichever
+            way noise tipped it.
 
     Example::
 
@@ -523,15 +528,23 @@ class MixedQuantizer(QuantizerBase):
         4.667
         >>> q.select()                          # most likely width (ties: the first)
         2
+        >>> MixedQuantizer([FakeQuantize(bits=b) for b in (2, 4, 8)], logit_init="bits").select()
+        8
     """
 
-    def __init__(self, candidates: Sequence[nn.Module]):
+    LOGIT_INITS = ("uniform", "bits")
+
+    def __init__(self, candidates: Sequence[nn.Module], logit_init: str = "uniform"):
         super().__init__()
         if not candidates:
             raise ValueError("MixedQuantizer needs at least one candidate.")
+        if logit_init not in self.LOGIT_INITS:
+            raise ValueError(f"logit_init must be one of {self.LOGIT_INITS}, got {logit_init!r}.")
         self.candidates = nn.ModuleList(candidates)
         self.candidate_bits = tuple(int(c.bits) for c in candidates)
-        self.logits = nn.Parameter(torch.zeros(len(candidates)))
+        bits = torch.tensor(self.candidate_bits, dtype=torch.float)
+        start = bits.softmax(0).softmax(0) if logit_init == "bits" else torch.zeros_like(bits)
+        self.logits = nn.Parameter(start)
         self.register_buffer("selected", torch.tensor(-1, dtype=torch.long))
         self.register_buffer("bits_table", torch.tensor(self.candidate_bits, dtype=torch.float))
         self.expected_bits: Optional[Tensor] = None  # last search forward, with grad

@@ -1,11 +1,15 @@
 """MixQ: relaxed search, memory term, selection of the most likely width, fixed-width retraining."""
 
+import math
+
 import pytest
 import torch
 
+from qgnn.errors import ConfigError
+
 from qgnn.graph import to_dgl
 from qgnn.nn import NodeClassifier
-from qgnn.quant import MaskedQuantizer, MixedQuantizer, QuantConfig, build_quantization, size_report
+from qgnn.quant import FakeQuantize, MaskedQuantizer, MixedQuantizer, QuantConfig, build_quantization, size_report
 from qgnn.quant.mixq import BITS_PER_KB
 
 
@@ -18,8 +22,9 @@ def _attach(cfg_dict, graph, features, arch="gcn"):
 
 
 def test_penalty_is_lambda_times_expected_memory(graph, features):
-    model, framework = _attach({"method": "mixq", "mixq": {"memory_weight": 0.5, "logit_lr": 0.25}},
-                               graph, features)
+    model, framework = _attach(
+        {"method": "mixq", "mixq": {"memory_weight": 0.5, "logit_lr": 0.25, "logit_init": "uniform"}},
+        graph, features)
     model.train()
     model(graph, features)
     expected_kb = 0.0
@@ -39,6 +44,34 @@ def test_penalty_is_lambda_times_expected_memory(graph, features):
         grad = torch.tensor([2 - 14 / 3, 4 - 14 / 3, 8 - 14 / 3]) * scale
         assert q.logits.grad is None
         torch.testing.assert_close(q.logits.detach(), -0.25 * grad, rtol=1e-5, atol=1e-8)
+
+
+def test_bits_logit_init_tilts_towards_the_widest_width():
+    # the MixQ reference code's start: logits = softmax(softmax(bits))
+    e = [math.exp(b) for b in (2, 4, 8)]
+    first = [x / sum(e) for x in e]
+    e = [math.exp(x) for x in first]
+    logits = [x / sum(e) for x in e]
+    e = [math.exp(x) for x in logits]
+    weights = [x / sum(e) for x in e]
+    q = MixedQuantizer([FakeQuantize(bits=b) for b in (2, 4, 8)], logit_init="bits")
+    torch.testing.assert_close(q.logits.detach(), torch.tensor(logits))
+    torch.testing.assert_close(q.probabilities().detach(), torch.tensor(weights))
+    assert weights[2] == pytest.approx(0.416, abs=1e-3) and weights[0] == pytest.approx(0.292, abs=1e-3)
+    q(torch.randn(5, 3))
+    assert q.expected_bits.item() == pytest.approx(2 * weights[0] + 4 * weights[1] + 8 * weights[2])
+    assert q.select() == 8  # a component the search never moves keeps the widest width
+    with pytest.raises(ValueError, match="logit_init"):
+        MixedQuantizer([FakeQuantize(bits=2)], logit_init="wide")
+
+
+def test_logit_init_reaches_every_component(graph, features):
+    model, _ = _attach({"method": "mixq", "mixq": {"logit_init": "bits"}}, graph, features)
+    searched = [q for conv in model.convs for q in conv.quant.values()
+                if isinstance(q, MixedQuantizer) and len(q.candidate_bits) > 1]
+    assert searched and all(int(q.logits.argmax()) == 2 for q in searched)
+    with pytest.raises(ConfigError, match="quant.mixq.logit_init"):
+        QuantConfig.from_dict({"method": "mixq", "mixq": {"logit_init": "wide"}})
 
 
 def test_search_lowers_expected_bits(graph, features):
