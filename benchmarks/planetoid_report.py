@@ -1,7 +1,8 @@
 """Markdown tables of the quantized Planetoid grids from sweep summaries (``sweep.py --table``).
 
     python benchmarks/planetoid_report.py benchmarks/results/planetoid_h200x2 \
-        benchmarks/results/planetoid_a2q_qlr0.1 > docs/planetoid_quantized.md
+        benchmarks/results/planetoid_a2q_qlr0.1 benchmarks/results/planetoid_mixq_bits \
+        > docs/planetoid_quantized.md
 
 Reads the float32 summary ``docs/planetoid_fp32.json`` and, from the folder given, the
 summaries ``qat_planetoid_w8a8.json``, ``qat_planetoid_w4a4.json``,
@@ -130,4 +131,5 @@ def main(folders: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["benchmarks/results/planetoid_h200x2", "benchmarks/results/planetoid_a2q_qlr0.1"])
+    main(sys.argv[1:] or ["benchmarks/results/planetoid_h200x2", "benchmarks/results/planetoid_a2q_qlr0.1",
+                          "benchmarks/results/planetoid_mixq_bits"])

@@ -139,7 +139,7 @@ class MixQOptions:
     base: str = "qat"
     reinit: bool = False
     logit_lr: float = 1.0
-    logit_init: str = "uniform"
+    logit_init: str = "bits"
 
 
 @dataclass

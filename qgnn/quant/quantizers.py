@@ -512,29 +512,31 @@ class MixedQuantizer(QuantizerBase):
 
     Args:
         candidates: quantizers, one per width (each with a ``bits`` attribute).
-        logit_init: ``"uniform"`` (logits 0: equal weights) or ``"bits"``, the MixQ
-            reference code's start ``logits = softmax(softmax(bits))``: a mild tilt towards
-            the widest candidate (weights 0.29 / 0.29 / 0.42 for {2, 4, 8}), so a component
-            whose logits the search barely moves keeps the widest width instead of whichever
-            way noise tipped it.
+        logit_init: ``"bits"`` (default), the MixQ reference code's start
+            ``logits = softmax(softmax(bits))``: a mild tilt towards the widest candidate
+            (weights 0.29 / 0.29 / 0.42 for {2, 4, 8}), so a component whose logits the
+            search barely moves keeps the widest width instead of whichever way noise
+            tipped it; or ``"uniform"`` (logits 0: equal weights).
 
     Example::
 
         >>> import torch
         >>> from qgnn.quant import FakeQuantize, MixedQuantizer
         >>> q = MixedQuantizer([FakeQuantize(bits=b) for b in (2, 4, 8)])
+        >>> [round(p, 3) for p in q.probabilities().tolist()]   # tilted towards 8 bits
+        [0.292, 0.293, 0.416]
         >>> y = q(torch.randn(10, 4))
-        >>> round(q.expected_bits.item(), 3)    # uniform weights at the start
-        4.667
+        >>> round(q.expected_bits.item(), 3)
+        5.08
         >>> q.select()                          # most likely width (ties: the first)
-        2
-        >>> MixedQuantizer([FakeQuantize(bits=b) for b in (2, 4, 8)], logit_init="bits").select()
         8
+        >>> MixedQuantizer([FakeQuantize(bits=b) for b in (2, 4, 8)], logit_init="uniform").select()
+        2
     """
 
     LOGIT_INITS = ("uniform", "bits")
 
-    def __init__(self, candidates: Sequence[nn.Module], logit_init: str = "uniform"):
+    def __init__(self, candidates: Sequence[nn.Module], logit_init: str = "bits"):
         super().__init__()
         if not candidates:
             raise ValueError("MixedQuantizer needs at least one candidate.")
