@@ -1,7 +1,7 @@
 """Markdown tables of the quantized Planetoid grids from sweep summaries (``sweep.py --table``).
 
     python benchmarks/planetoid_report.py benchmarks/results/planetoid_h200x2 \
-        benchmarks/results/planetoid_a2q_qlr0.1 benchmarks/results/planetoid_mixq_bits \
+        benchmarks/results/planetoid_a2q_qlr0.1 benchmarks/results/planetoid_mixq \
         > docs/planetoid_quantized.md
 
 Reads the float32 summary ``docs/planetoid_fp32.json`` and, from the folder given, the
@@ -132,4 +132,4 @@ def main(folders: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:] or ["benchmarks/results/planetoid_h200x2", "benchmarks/results/planetoid_a2q_qlr0.1",
-                          "benchmarks/results/planetoid_mixq_bits"])
+                          "benchmarks/results/planetoid_mixq"])

@@ -27,7 +27,7 @@ def test_docs_page_is_the_report_of_the_committed_summaries():
     module = _report_module()
     text = _render(module, [REPO / "benchmarks/results/planetoid_h200x2",
                             REPO / "benchmarks/results/planetoid_a2q_qlr0.1",
-                            REPO / "benchmarks/results/planetoid_mixq_bits"])
+                            REPO / "benchmarks/results/planetoid_mixq"])
     assert text == (REPO / "docs/planetoid_quantized.md").read_text(), (
         "docs/planetoid_quantized.md is out of date: regenerate it with "
         "python benchmarks/planetoid_report.py > docs/planetoid_quantized.md")
