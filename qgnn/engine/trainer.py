@@ -29,6 +29,7 @@ from qgnn.engine.tasks import make_task
 from qgnn.errors import CheckpointError, ConfigError, TrainingError
 from qgnn.prompts import GPF, GPFPlus, attach_prompts, prompt_report
 from qgnn.quant import build_quantization, model_parameters, quantizer_parameters, size_report
+from qgnn.quant.a2q import channel_step_parameters
 
 
 def set_seed(seed: int) -> None:
@@ -76,7 +77,8 @@ def build(cfg: Config, device: torch.device, data_root: Optional[str] = None, da
 
 def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
     """Adam; quantizer parameters (steps, bit widths, logits) get no weight decay and their
-    own learning rate (``quant.lr``), node prompts theirs (``prompt.node_lr``)."""
+    own learning rate (``quant.lr``; A2Q's per-channel steps ``quant.a2q.channel_lr`` when
+    set), node prompts theirs (``prompt.node_lr``)."""
     quant_params = quantizer_parameters(model)
     node_prompt_params = [p for m in model.modules() if isinstance(m, (GPF, GPFPlus)) for p in m.parameters()]
     special = {id(p) for p in quant_params + node_prompt_params}
@@ -85,9 +87,15 @@ def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
     if node_prompt_params:
         groups.append({"params": node_prompt_params, "weight_decay": cfg.train.weight_decay,
                        "lr": cfg.train.lr if cfg.prompt.node_lr is None else cfg.prompt.node_lr})
+    quant_lr = cfg.train.lr if cfg.quant.lr is None else cfg.quant.lr
+    if cfg.quant.method == "a2q" and cfg.quant.a2q.channel_lr is not None:
+        channel = channel_step_parameters(model)
+        if channel:
+            groups.append({"params": channel, "weight_decay": 0.0, "lr": cfg.quant.a2q.channel_lr})
+            taken = {id(p) for p in channel}
+            quant_params = [p for p in quant_params if id(p) not in taken]
     if quant_params:
-        groups.append({"params": quant_params, "weight_decay": 0.0,
-                       "lr": cfg.train.lr if cfg.quant.lr is None else cfg.quant.lr})
+        groups.append({"params": quant_params, "weight_decay": 0.0, "lr": quant_lr})
     return torch.optim.Adam(groups, lr=cfg.train.lr)
 
 

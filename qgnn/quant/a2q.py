@@ -49,6 +49,11 @@ def linear_output_sites(layer: nn.Module) -> tuple[str, ...]:
     return ()
 
 
+def channel_step_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The per-channel (LSQ) steps of weights and linear outputs, for their own learning rate."""
+    return [p for _, q in quantizer_modules(model) if isinstance(q, LSQQuantizer) for p in q.parameters()]
+
+
 def feature_memory_kb(quantizers) -> torch.Tensor:
     """``M = sum_q sum_i b_i * F_q / 8 / 1024`` over node-wise quantizers' last forward pass."""
     total = None

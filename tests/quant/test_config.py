@@ -90,3 +90,25 @@ def test_quantizer_parameters_get_their_own_learning_rate():
         quant_group = next(g for g in groups if {id(p) for p in g["params"]} == quant_ids)
         assert quant_group["lr"] == expected and quant_group["weight_decay"] == 0.0
         assert all(g["lr"] == 0.01 for g in groups if g is not quant_group)
+
+
+def test_a2q_channel_steps_can_take_their_own_learning_rate():
+    """``quant.a2q.channel_lr`` splits the per-channel (LSQ) steps off the quantizer group."""
+    from qgnn.engine.config import load_config
+    from qgnn.engine.trainer import make_optimizer
+    from qgnn.nn import NodeClassifier
+    from qgnn.quant import LSQQuantizer, NodeWiseQuantizer, build_quantization
+    from qgnn.quant.framework import quantizer_modules
+
+    cfg = load_config(None, ["quant.method=a2q", "train.lr=0.01", "quant.lr=0.1",
+                             "quant.a2q.channel_lr=0.002"])
+    model = NodeClassifier("gin", 6, 8, 3)
+    build_quantization(cfg.quant).attach(model)
+    lsq = {id(p) for _, q in quantizer_modules(model) if isinstance(q, LSQQuantizer) for p in q.parameters()}
+    node = {id(p) for _, q in quantizer_modules(model) if isinstance(q, NodeWiseQuantizer) for p in q.parameters()}
+    assert lsq and node
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in make_optimizer(cfg, model).param_groups}
+    assert by_lr[0.002] == lsq and by_lr[0.1] == node
+    assert not (by_lr[0.01] & (lsq | node))
+    with pytest.raises(ConfigError, match="quant.a2q.channel_lr"):
+        load_config(None, ["quant.method=a2q", "quant.a2q.channel_lr=-1"])
