@@ -1,8 +1,7 @@
 """Markdown tables of the quantized Planetoid grids from sweep summaries (``sweep.py --table``).
 
-    python benchmarks/planetoid_report.py benchmarks/results/planetoid_h200x2 \
-        benchmarks/results/planetoid_a2q_qlr0.1 benchmarks/results/planetoid_mixq \
-        > docs/planetoid_quantized.md
+    python benchmarks/planetoid_report.py > docs/planetoid_quantized.md   # DEFAULT_FOLDERS
+    python benchmarks/planetoid_report.py FOLDER [FOLDER ...]            # these, in order
 
 Reads the float32 summary ``docs/planetoid_fp32.json`` and, from the folder given, the
 summaries ``qat_planetoid_w8a8.json``, ``qat_planetoid_w4a4.json``,
@@ -24,6 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("qat", "dq", "a2q", "mixq")
 CELLS = [(ds, arch) for ds in ("cora", "citeseer") for arch in ("gcn", "gin", "gat")]
+# The folders behind docs/planetoid_quantized.md, oldest first (later reruns replace rows).
+DEFAULT_FOLDERS = (
+    "benchmarks/results/planetoid_h200x2",
+    "benchmarks/results/planetoid_a2q_qlr0.1",
+    "benchmarks/results/planetoid_mixq",
+    "benchmarks/results/planetoid_gin_node_lr",
+)
 
 
 def load(path) -> dict:
@@ -131,5 +137,4 @@ def main(folders: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["benchmarks/results/planetoid_h200x2", "benchmarks/results/planetoid_a2q_qlr0.1",
-                          "benchmarks/results/planetoid_mixq"])
+    main(sys.argv[1:] or [str(REPO / f) for f in DEFAULT_FOLDERS])

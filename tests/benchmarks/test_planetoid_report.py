@@ -25,9 +25,7 @@ def _render(module, folders) -> str:
 
 def test_docs_page_is_the_report_of_the_committed_summaries():
     module = _report_module()
-    text = _render(module, [REPO / "benchmarks/results/planetoid_h200x2",
-                            REPO / "benchmarks/results/planetoid_a2q_qlr0.1",
-                            REPO / "benchmarks/results/planetoid_mixq"])
+    text = _render(module, [REPO / f for f in module.DEFAULT_FOLDERS])
     assert text == (REPO / "docs/planetoid_quantized.md").read_text(), (
         "docs/planetoid_quantized.md is out of date: regenerate it with "
         "python benchmarks/planetoid_report.py > docs/planetoid_quantized.md")
