@@ -11,6 +11,10 @@ Parts chosen (DESIGN §3):
 - Weights: per-output-channel learnable steps (LSQ) at a fixed ``weight_bits`` (4).
 - Linear outputs (the result of ``x W``: GCN / GAT ``feature``, GIN ``hidden`` and
   ``output``): per-feature-channel learnable steps at the same fixed width.
+- Linear outputs computed after the aggregation (GIN's MLP ``hidden`` and ``output``) carry
+  each node's degree-dependent scale (a hub's sum is a hundred times a leaf's), which one step
+  per channel cannot follow; ``a2q.post_aggregation: per_node`` gives them node-wise
+  quantizers like the node features (A2Q's reference GIN quantizes its MLP's input node-wise).
 - Other sites (aggregates, layer outputs, edge tensors) stay in full precision, as in A2Q.
 - Loss term: ``a * relu(M - M_target)**2`` with ``M`` the node-feature memory in KB,
   ``sum_sites sum_i b_i * F_site / 8 / 1024``, from the bits of the last forward pass;
@@ -38,15 +42,26 @@ LINEAR_OUTPUT_SITES = {
     "QGATConv": ("feature",),
     "QGINConv": ("hidden", "output"),
 }
+# Linear outputs computed *after* the aggregation (GIN's MLP): their rows carry the node's
+# degree-dependent scale, which ``a2q.post_aggregation: per_node`` gives node-wise quantizers.
+POST_AGGREGATION_SITES = {"QGINConv": ("hidden", "output")}
 NODE_FEATURE_SITES = ("input",)
 BITS_PER_KB = 8 * 1024
 
 
-def linear_output_sites(layer: nn.Module) -> tuple[str, ...]:
+def _sites(table: dict, layer: nn.Module) -> tuple[str, ...]:
     for cls in type(layer).__mro__:
-        if cls.__name__ in LINEAR_OUTPUT_SITES:
-            return LINEAR_OUTPUT_SITES[cls.__name__]
+        if cls.__name__ in table:
+            return table[cls.__name__]
     return ()
+
+
+def linear_output_sites(layer: nn.Module) -> tuple[str, ...]:
+    return _sites(LINEAR_OUTPUT_SITES, layer)
+
+
+def post_aggregation_sites(layer: nn.Module) -> tuple[str, ...]:
+    return _sites(POST_AGGREGATION_SITES, layer)
 
 
 def channel_step_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -88,7 +103,9 @@ class A2QFramework(QuantFramework):
         if kind == "weight":
             return LSQQuantizer(bits, granularity="per_row", signed=True, step_param=opts.step_param,
                                 init=opts.step_init)
-        if kind == "node" and site in NODE_FEATURE_SITES:
+        node_wise = site in NODE_FEATURE_SITES or (
+            opts.post_aggregation == "per_node" and site in post_aggregation_sites(layer))
+        if kind == "node" and node_wise:
             return NodeWiseQuantizer(self.node_mode, self.cfg.a2q_init_bits(), opts.min_bits,
                                      opts.max_bits, opts.bank_size, step_param=opts.step_param)
         if kind == "node" and site in linear_output_sites(layer):

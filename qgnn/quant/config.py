@@ -23,6 +23,7 @@ from qgnn.errors import ConfigError
 
 METHODS = ("fp32", "qat", "dq", "a2q", "mixq")
 MIXQ_LOGIT_INITS = ("uniform", "bits")
+A2Q_POST_AGGREGATION = ("per_channel", "per_node")
 EDGE_MASKS = ("source", "none")
 DQ_INPUT_RANGES = ("percentile", "minmax")
 STEP_PARAMS = ("linear", "log")
@@ -97,6 +98,10 @@ class A2QOptions:
             outputs: ``"max"`` (``max|x| / qmax`` per channel: nothing clipped at the start)
             or ``"lsq"`` (LSQ's published ``2 mean|x| / sqrt(qmax)``, which starts clipped
             where a channel is heavy-tailed).
+        post_aggregation: quantizers of linear outputs computed after the aggregation (GIN's
+            MLP ``hidden`` and ``output`` sites): ``"per_channel"`` (fixed-width steps per
+            channel, like the other linear outputs) or ``"per_node"`` (node-wise steps and
+            bits like the node features, counted in the memory term).
         channel_lr: learning rate of those per-channel steps (``None``: ``quant.lr``, like
             the node features' steps and bits). A2Q's reference code gives them their own,
             lower rates (GIN on Cora / CiteSeer: 0.005 against 0.05 for the feature steps).
@@ -113,6 +118,7 @@ class A2QOptions:
     step_param: str = "log"
     step_init: str = "max"
     channel_lr: Optional[float] = None
+    post_aggregation: str = "per_channel"
 
 
 @dataclass
@@ -259,6 +265,7 @@ class QuantConfig:
         _choice("quant.a2q.node_mode", a2q.node_mode, A2Q_NODE_MODES)
         _choice("quant.a2q.step_param", a2q.step_param, STEP_PARAMS)
         _choice("quant.a2q.step_init", a2q.step_init, STEP_INITS)
+        _choice("quant.a2q.post_aggregation", a2q.post_aggregation, A2Q_POST_AGGREGATION)
         if a2q.channel_lr is not None:
             _number_in("quant.a2q.channel_lr", a2q.channel_lr, 0.0, None)
 

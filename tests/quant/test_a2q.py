@@ -29,6 +29,28 @@ def test_parts_per_site(graph, features):
     assert isinstance(conv.quant["aggregate"], torch.nn.Identity)
 
 
+@pytest.mark.parametrize("arch", ["gin", "gcn"])
+def test_post_aggregation_per_node_makes_gins_mlp_sites_node_wise(arch, graph, features):
+    model = NodeClassifier(arch, 7, 16, 3)
+    cfg = QuantConfig.from_dict({"method": "a2q", "a2q": {"post_aggregation": "per_node"}})
+    framework = build_quantization(cfg)
+    framework.attach(model, example=(graph, features))
+    conv = model.convs[0]
+    if arch == "gin":
+        for site in ("hidden", "output"):
+            q = conv.quant[site]
+            assert isinstance(q, NodeWiseQuantizer) and q.node_bits.tolist() == [4.0] * 24
+        assert len(framework.node_quantizers(model)) == 3 * len(model.convs)  # counted in M
+    else:  # GCN's linear output comes before the aggregation: per channel as before
+        assert isinstance(conv.quant["feature"], LSQQuantizer)
+        assert len(framework.node_quantizers(model)) == len(model.convs)
+    model.train()
+    model(graph, features).sum().backward()
+    assert framework.memory_kb(model) is not None
+    with pytest.raises(Exception, match="quant.a2q.post_aggregation"):
+        QuantConfig.from_dict({"method": "a2q", "a2q": {"post_aggregation": "per_edge"}})
+
+
 def test_step_init_reaches_every_fixed_width_quantizer(graph, features):
     model = NodeClassifier("gin", 7, 16, 3)
     cfg = QuantConfig.from_dict({"method": "a2q", "a2q": {"step_init": "lsq"}})

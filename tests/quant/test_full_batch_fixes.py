@@ -194,10 +194,13 @@ def test_shipped_quantized_configs_validate_and_use_the_full_batch_settings():
         assert cfg.model == fp32.model and cfg.train == fp32.train and cfg.data == fp32.data
         q = cfg.quant
         assert (q.resolved_weight_bits(), q.resolved_act_bits()) == (4, 4)
-        if q.method in ("qat", "mixq"):
+        if q.method == "qat":
             assert q.qat.momentum == 0.1
-        if q.method == "dq":
+        if q.method == "dq" or (q.method == "mixq" and q.mixq.base == "dq"):
             assert q.dq.momentum == 0.1 and q.dq.input_range == "minmax"
+        if q.method == "mixq":
+            assert q.mixq.base == "dq" and q.mixq.logit_init == "bits"
+        assert cfg.prompt.node_lr == (1e-4 if "_gin_" in path else 1e-3)
         if q.method == "a2q":
             assert q.a2q.step_param == "log"
     arxiv = load_config(str(REPO / "configs/ogbn_arxiv_a2q.yaml"))
