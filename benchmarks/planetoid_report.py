@@ -29,6 +29,7 @@ DEFAULT_FOLDERS = (
     "benchmarks/results/planetoid_a2q_qlr0.1",
     "benchmarks/results/planetoid_mixq",
     "benchmarks/results/planetoid_gin_node_lr",
+    "benchmarks/results/planetoid_a2q_gin_per_node",
 )
 
 
