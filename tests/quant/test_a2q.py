@@ -107,17 +107,21 @@ def test_without_penalty_pressure_bits_stay_put(graph, features):
     assert framework.penalty(model).item() == 0.0
 
 
-def test_graph_tasks_use_the_bank_and_reach_unseen_nodes():
+@pytest.mark.parametrize("post_aggregation", ["per_channel", "per_node"])
+def test_graph_tasks_use_the_bank_and_reach_unseen_nodes(post_aggregation):
     graphs = [make_graph(10 + i, 30, seed=i) for i in range(4)]
     batch = Graph.batch(graphs[:3])
     x = torch.randn(batch.num_nodes, 5)
     torch.manual_seed(0)
     model = GraphPredictor("gin", 5, 16, 2, num_layers=2)
-    framework = build_quantization(QuantConfig(method="a2q"))
+    cfg = QuantConfig.from_dict({"method": "a2q", "a2q": {"post_aggregation": post_aggregation}})
+    framework = build_quantization(cfg)
     framework.attach(model, example=(batch, x))
     assert framework.node_mode == "bank"
     q = model.convs[0].quant["input"]
     assert q.mode == "bank" and q.log_step.shape == (1000,)
+    hidden = model.convs[0].quant["hidden"]
+    assert isinstance(hidden, NodeWiseQuantizer if post_aggregation == "per_node" else LSQQuantizer)
     model.train()
     loss = model(batch, x).pow(2).mean() + framework.penalty(model)
     loss.backward()
