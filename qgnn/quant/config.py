@@ -98,13 +98,13 @@ class A2QOptions:
             outputs: ``"max"`` (``max|x| / qmax`` per channel: nothing clipped at the start)
             or ``"lsq"`` (LSQ's published ``2 mean|x| / sqrt(qmax)``, which starts clipped
             where a channel is heavy-tailed).
+        channel_lr: learning rate of those per-channel steps (``None``: ``quant.lr``, like
+            the node features' steps and bits). A2Q's reference code gives them their own,
+            lower rates (GIN on Cora / CiteSeer: 0.005 against 0.05 for the feature steps).
         post_aggregation: quantizers of linear outputs computed after the aggregation (GIN's
             MLP ``hidden`` and ``output`` sites): ``"per_channel"`` (fixed-width steps per
             channel, like the other linear outputs) or ``"per_node"`` (node-wise steps and
             bits like the node features, counted in the memory term).
-        channel_lr: learning rate of those per-channel steps (``None``: ``quant.lr``, like
-            the node features' steps and bits). A2Q's reference code gives them their own,
-            lower rates (GIN on Cora / CiteSeer: 0.005 against 0.05 for the feature steps).
     """
 
     init_bits: Optional[float] = None

@@ -7,6 +7,10 @@ Parts chosen (DESIGN §3):
   ``act_bits`` when those are set), each candidate built by the base
   framework's parts (vanilla QAT, or Degree-Quant with its shared protective mask), with
   learnable logits per component.
+- The logits start as the MixQ reference code's ``softmax(softmax(bits))`` (``mixq.logit_init``),
+  a mild tilt towards the widest width: a component the search barely moves (the small ones:
+  weights, edge weights) keeps it, where uniform starts left their width to noise
+  (validation over the 12 Planetoid cells: 63.8 against 58.5).
 - Search phase (the first ``search_epochs`` epochs): the forward mixes the candidates'
   fake-quantized outputs with softmax weights; :meth:`MixQFramework.penalty` is
   ``lambda * expected memory (KB)``, ``sum_c sum_k w_ck * bits_k * numel_c / 8 / 1024``.
