@@ -7,8 +7,8 @@ over k and the rank-r product: no ``W_a`` tile on chip, which is what made the i
 epilogue slow. This holds only where nothing quantizes the aggregate between the sum and the
 head (float32, or A2Q, which leaves aggregates in full precision). Power-law graph of
 ogbn-arxiv size (as ``bench_kernels.py``), d=256, k=40, r=2, tf32 off; time against the
-shipped aggregation alone and the shipped aggregation + streamed LoRAP; error against
-float64.
+shipped aggregation alone, the shipped aggregation followed by the streamed LoRAP kernel (the
+default path) and the shipped in-kernel epilogue; error against float64.
 
     python benchmarks/experiments/agg_gathered_scores.py   # writes $OUT or /tmp/agg_gathered_scores.json
 
@@ -137,7 +137,9 @@ def main():
         z = x @ params[0].T
         res["us"] = {
             "shipped agg alone": t(lambda: agg.aggregate_triton(plan, w, x, "sum")),
-            "shipped agg + streamed LoRAP": t(lambda: agg.aggregate_triton(plan, w, x, "sum", params)),
+            "shipped agg, then streamed LoRAP (default path)": t(
+                lambda: L.lorap_forward_triton(agg.aggregate_triton(plan, w, x, "sum")[0], *params)),
+            "shipped agg with in-kernel LoRAP epilogue": t(lambda: agg.aggregate_triton(plan, w, x, "sum", params)),
             "gathered-scores kernel, no LoRAP": t(lambda: agg_gathered(plan, w, x, params, lorap=False)),
             "z = x W_a^T (cuBLAS, tf32 off)": t(lambda: x @ params[0].T),
             "gathered-scores agg + LoRAP, z given": t(lambda: agg_gathered(plan, w, x, params, z=z)),
