@@ -17,6 +17,8 @@ stopped.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import statistics
@@ -179,6 +181,22 @@ def summarise(results: list) -> list:
     return table
 
 
+RUN_COLUMNS = ("sweep", "label", "seed", "test", "val", "avg_bits", "seconds_per_epoch",
+               "best_epoch", "device")
+
+
+def runs_csv(sweep_name: str, results: list) -> str:
+    """The per-run numbers behind :func:`summarise`'s table, one CSV line per (label, seed)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(RUN_COLUMNS)
+    for r in sorted(results, key=lambda r: (r["label"], r["seed"])):
+        writer.writerow([sweep_name, r["label"], f"seed_{r['seed']}", round(r["test_metric"], 2),
+                         round(r["val_metric"], 2), round(r.get("avg_bits") or 0.0, 4),
+                         round(r["seconds_per_epoch"], 4), r["best_epoch"], r["device"]])
+    return buf.getvalue()
+
+
 def markdown(table: list) -> str:
     extra = [k for k in ("method", "bits", "prompt", "avg_bits", "compression") if any(k in r for r in table)]
     head = ["config", "dataset", "arch", *extra, "test (mean ± std)", "val (mean)", "seeds", "s/epoch", "device"]
@@ -210,6 +228,8 @@ def main(argv=None) -> int:
     parser.add_argument("--match", metavar="TEXT",
                         help="run (or report) only the entries whose label contains TEXT, e.g. _a2q")
     parser.add_argument("--table", help="also write the markdown table and JSON summary here (.md)")
+    parser.add_argument("--runs-csv", metavar="FILE",
+                        help="also write one CSV line per run (label, seed, test, val, bits, ...)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: tabulate the runs already finished under --out")
     args = parser.parse_args(argv)
@@ -230,6 +250,9 @@ def main(argv=None) -> int:
             Path(args.table).parent.mkdir(parents=True, exist_ok=True)
             Path(args.table).write_text(text)
             Path(args.table).with_suffix(".json").write_text(json.dumps(table, indent=2) + "\n")
+        if args.runs_csv:
+            Path(args.runs_csv).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.runs_csv).write_text(runs_csv(sweep.name, results))
         return 0
 
     return _run(go, argv)
