@@ -374,15 +374,63 @@ def lorap_bwd_stream_kernel(
 
 # --------------------------------------------------------------------------- CSR aggregation
 @triton.jit
+def _gather_codes(x_ptr, src, cols, m, ROW_BYTES, BITS: tl.constexpr):
+    """Stored codes ``u`` of rows ``src``, columns ``cols``, as float32 ``(len(src), len(cols))``:
+    column ``j`` is bits ``[(j % (8 / BITS)) * BITS, ... + BITS)`` of byte ``j // (8 / BITS)``."""
+    PER_BYTE: tl.constexpr = 8 // BITS
+    byte = tl.load(x_ptr + src[:, None] * ROW_BYTES + (cols // PER_BYTE)[None, :], mask=m,
+                   other=0).to(tl.int32)
+    if PER_BYTE > 1:
+        byte = (byte >> ((cols % PER_BYTE) * BITS)[None, :]) & ((1 << BITS) - 1)
+    return byte.to(tl.float32)
+
+
+@triton.jit
+def pack_rows_kernel(x_ptr, sc_ptr, off_ptr, out_ptr, N, D, ROW_BYTES, LEVELS_M1,
+                     BITS: tl.constexpr, QMODE: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_B: tl.constexpr):
+    """Pack ``x`` ``(N, D)`` float as codes ``u = clamp(round(x / scale) + offset, 0, LEVELS_M1)``
+    (round half away from zero), ``8 / BITS`` to a byte: ``out`` ``(N, ROW_BYTES)`` uint8.
+    Scales and offsets as in :func:`csr_agg_kernel`'s ``QMODE``."""
+    PER_BYTE: tl.constexpr = 8 // BITS
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    bcols = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < N
+    rows64 = rows.to(tl.int64)
+    if QMODE == 0:
+        sc = tl.load(sc_ptr)
+        off = tl.load(off_ptr)
+    if QMODE == 1:
+        sc = tl.load(sc_ptr + rows, mask=rmask, other=1.0)[:, None]
+        off = tl.load(off_ptr + rows, mask=rmask, other=0.0)[:, None]
+    packed = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.int32)
+    for i in tl.static_range(PER_BYTE):
+        cols = bcols * PER_BYTE + i
+        cmask = cols < D
+        if QMODE == 2:
+            sc = tl.load(sc_ptr + cols, mask=cmask, other=1.0)[None, :]
+            off = tl.load(off_ptr + cols, mask=cmask, other=0.0)[None, :]
+        m = rmask[:, None] & cmask[None, :]
+        x = tl.load(x_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
+        v = x / sc + off
+        u = tl.where(v >= 0, tl.floor(v + 0.5), -tl.floor(0.5 - v))
+        u = tl.minimum(tl.maximum(u, 0.0), LEVELS_M1)
+        packed |= tl.where(m, u.to(tl.int32), 0) << (i * BITS)
+    tl.store(out_ptr + rows64[:, None] * ROW_BYTES + bcols[None, :], packed.to(tl.uint8),
+             mask=rmask[:, None] & (bcols < ROW_BYTES)[None, :])
+
+
+@triton.jit
 def csr_agg_kernel(
     x_ptr, indices_ptr, weight_ptr, vstart_ptr, vlen_ptr, vout_ptr, inv_deg_ptr,
     out_ptr, s_ptr, part_ptr, alpha_ptr,
-    wa_ptr, ba_ptr, u_ptr, v_ptr,
-    NV, D, K,
+    wa_ptr, ba_ptr, u_ptr, v_ptr, sc_ptr, off_ptr,
+    NV, D, K, ROW_BYTES,
     HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, LORAP: tl.constexpr, STORE_S: tl.constexpr,
     STORE_ALPHA: tl.constexpr,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
     UNROLL: tl.constexpr, PREC: tl.constexpr, EPI_BLOCK_C: tl.constexpr,
+    BITS: tl.constexpr = 32, QMODE: tl.constexpr = 0,
 ):
     """Sum (or mean) of weighted in-neighbour rows for ``BLOCK_M`` *segments* per program.
 
@@ -395,6 +443,11 @@ def csr_agg_kernel(
     ``STORE_ALPHA``; ``EPI_BLOCK_C > 0`` forms the LoRAP scores in column chunks of that
     width, 0 in one tile). ``vout < 0``: a piece of a
     long row: write the raw partial sum to ``part[-vout - 1]``; the caller finishes those.
+
+    ``BITS`` 32: ``x`` is float rows ``(N, D)``. ``BITS`` 8 / 4 / 2: ``x`` is packed codes
+    ``(N, ROW_BYTES)`` uint8 (:mod:`qgnn.kernels.lowbit`), dequantized as gathered with the
+    scales and offsets at ``sc_ptr`` / ``off_ptr`` (``QMODE`` 0: one each, 1: per row,
+    2: per column).
     """
     pid = tl.program_id(0)
     seg = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -405,14 +458,31 @@ def csr_agg_kernel(
     cols = tl.arange(0, BLOCK_D)
     cmask = cols < D
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    sc = 1.0
+    off = 0.0
+    if BITS < 32:
+        if QMODE == 0:
+            sc = tl.load(sc_ptr)
+            off = tl.load(off_ptr)
+        if QMODE == 2:
+            sc = tl.load(sc_ptr + cols, mask=cmask, other=1.0)[None, :]
+            off = tl.load(off_ptr + cols, mask=cmask, other=0.0)[None, :]
     steps = tl.max(length, axis=0)
     for e0 in range(0, steps, UNROLL):
         for u in tl.static_range(UNROLL):
             live = (e0 + u) < length
             edge = start + e0 + u
             src = tl.load(indices_ptr + edge, mask=live, other=0).to(tl.int64)
-            xr = tl.load(x_ptr + src[:, None] * D + cols[None, :],
-                         mask=live[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+            m = live[:, None] & cmask[None, :]
+            if BITS == 32:
+                xr = tl.load(x_ptr + src[:, None] * D + cols[None, :], mask=m,
+                             other=0.0).to(tl.float32)
+            else:
+                xr = _gather_codes(x_ptr, src, cols, m, ROW_BYTES, BITS)
+                if QMODE == 1:
+                    sc = tl.load(sc_ptr + src, mask=live, other=0.0)[:, None]
+                    off = tl.load(off_ptr + src, mask=live, other=0.0)[:, None]
+                xr = tl.where(m, (xr - off) * sc, 0.0)
             if HAS_WEIGHT:
                 w = tl.load(weight_ptr + edge, mask=live, other=0.0).to(tl.float32)
                 xr = xr * w[:, None]

@@ -28,6 +28,7 @@ import torch
 from qgnn.kernels._common import alloc, dot_precision, use_triton
 from qgnn.kernels.lorap import _check, _next_pow2, lorap_backward_triton, lorap_forward_triton
 from qgnn.kernels.lorap import lorap_reference
+from qgnn.kernels.lowbit import GRANULARITIES, CodeGrid, PackedRows, pack_rows
 
 Tensor = torch.Tensor
 REDUCES = ("sum", "mean")
@@ -150,6 +151,9 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
                      alpha_out=None, block_m=None, num_warps=None, unroll=None, num_stages=None):
     """One aggregation pass, no autograd. Returns ``(out, s)`` (``s`` only with ``store_s``).
 
+    ``x`` is ``(N, d)`` float rows or :class:`~qgnn.kernels.lowbit.PackedRows` (gathered as
+    packed codes, dequantized on chip; the outputs are float32).
+
     ``lorap`` is ``None`` or ``(weight_a, bias_a, U, V)`` for the fused epilogue. Long rows
     (split into pieces) are summed from their pieces here and finished with the same
     LoRAP kernel, so every row gets the identical maths. ``alpha_out`` (``(N, k)`` float32,
@@ -157,11 +161,18 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
     """
     from qgnn.kernels import _triton_kernels as tk
 
-    n, d = x.shape
+    packed = x if isinstance(x, PackedRows) else None
+    if packed is not None:
+        n, d = packed.num_rows, packed.dim
+        x = packed.data
+        like = packed.scale
+    else:
+        n, d = x.shape
+        like = x
     f32 = torch.float32
-    out = alloc((n, d), x)
-    s = alloc((n, d), x) if store_s else None
-    part = alloc((max(plan.num_pieces, 1), d), x, f32)
+    out = alloc((n, d), like)
+    s = alloc((n, d), like) if store_s else None
+    part = alloc((max(plan.num_pieces, 1), d), like, f32)
     k, r = (lorap[2].shape if lorap is not None else (1, 1))
     wa, ba, U, V = lorap if lorap is not None else (x, x, x, x)
     block_m = block_m or AGG_BLOCK_M
@@ -172,12 +183,15 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
         out, s if s is not None else out, part,
         alpha_out if alpha_out is not None else out,
         wa, ba, U, V,
-        plan.num_segments, d, k,
+        packed.scale if packed is not None else out, packed.offset if packed is not None else out,
+        plan.num_segments, d, k, packed.data.shape[1] if packed is not None else d,
         HAS_WEIGHT=edge_weight is not None, MEAN=reduce == "mean", LORAP=lorap is not None,
         STORE_S=store_s, STORE_ALPHA=alpha_out is not None, R=r, BLOCK_M=block_m,
         BLOCK_D=max(16, _next_pow2(d)),
         K_PAD=max(16, _next_pow2(k)), UNROLL=unroll or AGG_UNROLL, PREC=dot_precision(),
         EPI_BLOCK_C=min(AGG_EPI_BLOCK_C, max(16, _next_pow2(d))),
+        BITS=packed.bits if packed is not None else 32,
+        QMODE=GRANULARITIES.index(packed.granularity) if packed is not None else 0,
         num_warps=num_warps or AGG_WARPS, num_stages=num_stages or AGG_STAGES,
     )
     if plan.num_pieces:
@@ -186,7 +200,7 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
         hs.index_add_(0, plan.piece_heavy, part[: plan.num_pieces])
         if reduce == "mean":
             hs *= plan.inv_deg[rows].unsqueeze(1)
-        hs = hs.to(x.dtype)
+        hs = hs.to(like.dtype)
         if s is not None:
             s[rows] = hs
         if lorap is None:
@@ -219,20 +233,24 @@ def _no_edge_weight_grad(edge_weight) -> None:
 
 
 class CSRAggregateFunction(torch.autograd.Function):
-    """Autograd wrapper: the backward aggregates the gradient over the transposed graph."""
+    """Autograd wrapper: the backward aggregates the gradient over the transposed graph.
+
+    With ``packed`` (the codes of ``x``), the forward gathers those instead of ``x``; the
+    gradient w.r.t. ``x`` is the same.
+    """
 
     @staticmethod
-    def forward(ctx, x, edge_weight, plan, reduce):
+    def forward(ctx, x, edge_weight, plan, reduce, packed=None):
         ctx.plan, ctx.reduce = plan, reduce
         ctx.save_for_backward(edge_weight)
-        return aggregate_triton(plan, edge_weight, x, reduce)[0]
+        return aggregate_triton(plan, edge_weight, x if packed is None else packed, reduce)[0]
 
     @staticmethod
     def backward(ctx, grad):
         (edge_weight,) = ctx.saved_tensors
         plan_t, w_t = _backward_weights(ctx.plan, edge_weight, ctx.reduce)
         dx = aggregate_triton(plan_t, w_t, grad.contiguous(), "sum")[0]
-        return dx, None, None, None
+        return dx, None, None, None, None
 
 
 class CSRAggregateLorapFunction(torch.autograd.Function):
@@ -292,7 +310,8 @@ def _plan_for(indptr, indices, plan):
     return plan
 
 
-def csr_aggregate(indptr, indices, edge_weight, x, reduce="sum", *, plan: Optional[CSRPlan] = None):
+def csr_aggregate(indptr, indices, edge_weight, x, reduce="sum", *, plan: Optional[CSRPlan] = None,
+                  packed: Optional[PackedRows] = None):
     """Weighted sum / mean over in-neighbours; Triton on CUDA, the reference elsewhere.
 
     Args:
@@ -302,6 +321,9 @@ def csr_aggregate(indptr, indices, edge_weight, x, reduce="sum", *, plan: Option
         reduce: ``"sum"`` or ``"mean"``.
         plan: a :class:`CSRPlan` of this graph (built per call when ``None``: pass one, or
             use :func:`aggregate_graph`, to pay for it once).
+        packed: ``x`` as low-bit codes (:func:`qgnn.kernels.lowbit.pack_rows`; ``x`` must lie
+            on their grid): the Triton path gathers these (``32 / bits`` times fewer bytes
+            per edge) and still differentiates w.r.t. ``x``; the reference path ignores them.
 
     Returns:
         ``(N, d)``, differentiable w.r.t. ``x`` (and ``edge_weight`` on the reference path).
@@ -309,10 +331,13 @@ def csr_aggregate(indptr, indices, edge_weight, x, reduce="sum", *, plan: Option
     _check_agg(indptr, indices, edge_weight, x, reduce)
     if not use_triton(x, indptr, indices, edge_weight):
         return csr_aggregate_reference(indptr, indices, edge_weight, x, reduce)
+    if packed is not None and (packed.num_rows, packed.dim) != tuple(x.shape):
+        raise ValueError(f"packed holds ({packed.num_rows}, {packed.dim}) codes for x of shape "
+                         f"{tuple(x.shape)}.")
     _no_edge_weight_grad(edge_weight)
     plan = _plan_for(indptr, indices, plan)
     w = edge_weight.detach().contiguous() if edge_weight is not None else None
-    return CSRAggregateFunction.apply(x.contiguous(), w, plan, reduce)
+    return CSRAggregateFunction.apply(x.contiguous(), w, plan, reduce, packed)
 
 
 def csr_aggregate_lorap(indptr, indices, edge_weight, x, reduce, weight_a, bias_a, U, V, *,
@@ -335,12 +360,21 @@ def csr_aggregate_lorap(indptr, indices, edge_weight, x, reduce, weight_a, bias_
     return CSRAggregateLorapFunction.apply(x.contiguous(), *params, w, plan, reduce)
 
 
-def aggregate_graph(graph, x, reduce="sum", edge_weight=None):
+def aggregate_graph(graph, x, reduce="sum", edge_weight=None, grid: Optional[CodeGrid] = None):
     """:func:`csr_aggregate` on a ``qgnn.graph.Graph`` (its own weights when ``edge_weight``
-    is ``None``), with the plan cached on the graph. Returns ``(N, d)``."""
+    is ``None``), with the plan cached on the graph. Returns ``(N, d)``.
+
+    ``grid``: the integer grid ``x`` lies on (a quantizer's output, see
+    :meth:`qgnn.quant.FakeQuantize.code_grid`); on the Triton path ``x`` is then packed to
+    8, 4 or 2 bits a value and the kernel gathers the codes.
+    """
     w = graph.edge_weight if edge_weight is None else edge_weight
-    plan = graph_plan(graph) if use_triton(x) else None
-    return csr_aggregate(graph.indptr, graph.indices, w, x, reduce, plan=plan)
+    triton = use_triton(x)
+    plan = graph_plan(graph) if triton else None
+    packed = None
+    if triton and grid is not None and grid.storage_bits:
+        packed = pack_rows(x.detach(), grid)
+    return csr_aggregate(graph.indptr, graph.indices, w, x, reduce, plan=plan, packed=packed)
 
 
 def aggregate_graph_lorap(graph, x, weight_a, bias_a, U, V, reduce="sum", edge_weight=None):
