@@ -58,6 +58,7 @@ class ModelConfig:
     readout: str = choice("sum", "sum", "mean", "max")  # graph tasks
     head_dropout: float = 0.0  # graph tasks: dropout on the pooled vector, before the MLP head
     head_norm: bool = False  # graph tasks: batch norm on the pooled vector (sum readouts of big graphs)
+    agg_kernel: str = choice("triton", "triton", "torch")  # CUDA sum/mean aggregation: qgnn's Triton CSR kernel or torch.sparse
 
     def validate(self) -> None:
         for key in ("hidden", "num_layers", "heads", "out_heads"):

@@ -3,7 +3,9 @@
 Every op takes the graph first and dispatches on its type: a ``DGLGraph`` runs through
 DGL's own ``update_all`` built-ins (:mod:`qgnn.graph.dgl_backend`); a qgnn ``Graph`` runs
 on torch (sparse CSR matmul where it applies, gather / ``index_add_`` / ``scatter_reduce``
-otherwise), on whatever device the graph lives. Per-edge tensors are in the graph's own
+otherwise), on whatever device the graph lives; on CUDA, weighted sum / mean aggregation of
+``(N, d)`` features runs qgnn's Triton CSR kernel (:mod:`qgnn.kernels.aggregate`) unless
+``kernel="torch"``. Per-edge tensors are in the graph's own
 edge order: CSR order for a ``Graph``, edge-id order for a ``DGLGraph``.
 
 Shapes: node features ``(N, *F)``; edge weights ``(E,)`` or ``(E, H)`` for ``H`` heads
@@ -21,6 +23,7 @@ from qgnn.graph.graph import Graph, sparse_csr
 
 Tensor = torch.Tensor
 REDUCES = ("sum", "mean", "max")
+KERNELS = ("triton", "torch")
 
 
 def is_dgl_graph(graph) -> bool:
@@ -56,7 +59,8 @@ def _broadcast_weight(weight: Tensor, message: Tensor) -> Tensor:
     return weight.reshape(weight.shape + (1,) * (message.dim() - weight.dim()))
 
 
-def aggregate(graph, x: Tensor, edge_weight: Optional[Tensor] = None, reduce: str = "sum") -> Tensor:
+def aggregate(graph, x: Tensor, edge_weight: Optional[Tensor] = None, reduce: str = "sum",
+              kernel: str = "triton", grid=None) -> Tensor:
     """``out_i = reduce_{j -> i} w_ji * x_j`` over the in-neighbours of each node.
 
     Args:
@@ -65,6 +69,10 @@ def aggregate(graph, x: Tensor, edge_weight: Optional[Tensor] = None, reduce: st
         edge_weight: optional ``(E,)`` or ``(E, H)`` weights in the graph's edge order;
             ``None`` uses the ``Graph``'s own weights (or none).
         reduce: ``"sum"``, ``"mean"`` or ``"max"``; nodes without in-edges get zeros.
+        kernel: ``"triton"``: qgnn's CSR kernel where :func:`uses_triton_kernel` says so;
+            ``"torch"``: torch.sparse / index ops everywhere.
+        grid: the :class:`~qgnn.kernels.lowbit.CodeGrid` ``x`` lies on (a quantizer's
+            output), or ``None``; the Triton kernel then gathers ``x`` as packed low-bit codes.
 
     Returns:
         ``(N, *F)``.
@@ -81,6 +89,10 @@ def aggregate(graph, x: Tensor, edge_weight: Optional[Tensor] = None, reduce: st
     if edge_weight is not None and edge_weight.shape[0] != graph.num_edges:
         raise GraphError(f"edge_weight has {edge_weight.shape[0]} entries for {graph.num_edges} edges.")
 
+    if uses_triton_kernel(graph, x, edge_weight, reduce, kernel):
+        from qgnn.kernels.aggregate import aggregate_graph
+
+        return aggregate_graph(graph, x, reduce, edge_weight, grid=grid)
     if reduce != "max" and x.dim() == 2 and (edge_weight is None or edge_weight.dim() == 1):
         if edge_weight is None or not edge_weight.requires_grad:
             out = _csr_matmul(graph, x, edge_weight)
@@ -102,6 +114,24 @@ def aggregate(graph, x: Tensor, edge_weight: Optional[Tensor] = None, reduce: st
         deg = graph.in_degrees().clamp(min=1).to(out.dtype)
         out = out / deg.reshape((-1,) + (1,) * (out.dim() - 1))
     return out
+
+
+def uses_triton_kernel(graph, x: Tensor, edge_weight: Optional[Tensor] = None,
+                       reduce: str = "sum", kernel: str = "triton") -> bool:
+    """Whether :func:`aggregate` runs the Triton CSR kernel: ``kernel="triton"``, a qgnn
+    ``Graph``, a sum or mean of ``(N, d)`` float features with ``(E,)`` weights that need no
+    gradient, and the tensors on CUDA (or ``QGNN_FORCE_TRITON=1``)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}.")
+    if kernel != "triton" or is_dgl_graph(graph) or reduce == "max":
+        return False
+    if x.dim() != 2 or not x.is_floating_point():
+        return False
+    if edge_weight is not None and (edge_weight.dim() != 1 or edge_weight.requires_grad):
+        return False
+    from qgnn.kernels._common import use_triton
+
+    return use_triton(x, graph.indptr, edge_weight)
 
 
 def _csr_matmul(graph: Graph, x: Tensor, edge_weight: Optional[Tensor]) -> Tensor:

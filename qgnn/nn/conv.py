@@ -36,21 +36,46 @@ Tensor = torch.Tensor
 
 
 class QuantizableConv(nn.Module):
-    """Base class: owns the quantization sites and the two prompt slots."""
+    """Base class: owns the quantization sites and the two prompt slots.
+
+    Args:
+        dropout: feature dropout on the layer's input while training.
+        agg_kernel: ``"triton"``: sum / mean aggregation on CUDA runs qgnn's Triton CSR kernel
+            (:func:`qgnn.graph.ops.uses_triton_kernel` says when); ``"torch"``: torch.sparse
+            (cuSPARSE) or index ops.
+        low_bit_gather: on the Triton path, when the aggregated tensor is a quantizer's output
+            with a fixed grid (see ``code_grid`` in :mod:`qgnn.quant.quantizers`), pack it to
+            8, 4 or 2 bits a value and let the kernel gather the codes; the sums are the same.
+    """
 
     QUANT_SITES: dict[str, str] = {}
 
-    def __init__(self, dropout: float = 0.0):
+    def __init__(self, dropout: float = 0.0, agg_kernel: str = "triton", low_bit_gather: bool = True):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        if agg_kernel not in ops.KERNELS:
+            raise ValueError(f"agg_kernel must be one of {ops.KERNELS}, got {agg_kernel!r}.")
         self.dropout = dropout
+        self.agg_kernel = agg_kernel
+        self.low_bit_gather = low_bit_gather
         self.quant = nn.ModuleDict({name: nn.Identity() for name in self.QUANT_SITES})
         self.node_prompt: Optional[nn.Module] = None
         self.agg_prompt: Optional[nn.Module] = None
 
     def _q(self, site: str, x: Optional[Tensor]) -> Optional[Tensor]:
         return None if x is None else self.quant[site](x)
+
+    def _aggregate(self, graph, h: Tensor, edge_weight: Optional[Tensor] = None,
+                   site: Optional[str] = None) -> Tensor:
+        """Weighted sum of in-neighbour rows of ``h``. ``site``: the quantization site whose
+        output ``h`` is, unchanged; its integer grid lets the Triton kernel gather codes."""
+        grid = None
+        if site is not None and self.low_bit_gather and ops.uses_triton_kernel(
+                graph, h, edge_weight, "sum", self.agg_kernel):
+            code_grid = getattr(self.quant[site], "code_grid", None)
+            grid = code_grid(h) if code_grid is not None else None
+        return ops.aggregate(graph, h, edge_weight, kernel=self.agg_kernel, grid=grid)
 
     def _layer_input(self, x: Tensor) -> Tensor:
         """``dropout(prompt(Q_input(x)))``: the input every layer starts from."""
@@ -79,6 +104,7 @@ class QGCNConv(QuantizableConv):
             (a ``Graph``'s own edge weights are then used).
         bias: learn an additive bias.
         dropout: feature dropout on the (quantized, prompted) input while training.
+        agg_kernel, low_bit_gather: how the aggregation runs (see :class:`QuantizableConv`).
 
     Shapes: ``x`` ``(N, F_in)`` -> ``(N, F_out)``.
     """
@@ -100,8 +126,10 @@ class QGCNConv(QuantizableConv):
         normalize: bool = True,
         bias: bool = True,
         dropout: float = 0.0,
+        agg_kernel: str = "triton",
+        low_bit_gather: bool = True,
     ):
-        super().__init__(dropout)
+        super().__init__(dropout, agg_kernel, low_bit_gather)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.add_self_loops = add_self_loops
@@ -122,7 +150,7 @@ class QGCNConv(QuantizableConv):
             graph, norm = ops.gcn_norm(graph, self.add_self_loops)
         else:
             norm = None if ops.is_dgl_graph(graph) else graph.edge_weight
-        s = self._q("aggregate", ops.aggregate(graph, h, self._q("edge_weight", norm)))
+        s = self._q("aggregate", self._aggregate(graph, h, self._q("edge_weight", norm), "feature"))
         s = self._prompt_aggregate(s, x)
         if self.bias is not None:
             s = s + self.bias
@@ -150,6 +178,7 @@ class QGINConv(QuantizableConv):
         train_eps: learn ``epsilon``.
         batch_norm: batch norm inside the MLP.
         dropout: feature dropout on the (quantized, prompted) input while training.
+        agg_kernel, low_bit_gather: how the aggregation runs (see :class:`QuantizableConv`).
 
     Shapes: ``x`` ``(N, F_in)`` -> ``(N, F_out)``.
     """
@@ -172,8 +201,10 @@ class QGINConv(QuantizableConv):
         train_eps: bool = False,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        agg_kernel: str = "triton",
+        low_bit_gather: bool = True,
     ):
-        super().__init__(dropout)
+        super().__init__(dropout, agg_kernel, low_bit_gather)
         hidden_channels = hidden_channels or out_channels
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -196,7 +227,10 @@ class QGINConv(QuantizableConv):
 
     def forward(self, graph, x: Tensor) -> Tensor:
         x = self._layer_input(x)
-        s = self._q("aggregate", (1 + self.eps) * x + ops.aggregate(graph, x))
+        # x is Q_input's output unless dropout or a node prompt changed it since.
+        on_grid = self.node_prompt is None and not (self.training and self.dropout > 0)
+        s = self._q("aggregate", (1 + self.eps) * x + self._aggregate(
+            graph, x, site="input" if on_grid else None))
         s = self._prompt_aggregate(s, x)
         h = F.linear(s, self._q("weight1", self.lin1.weight), self.lin1.bias)
         if self.norm is not None:
@@ -228,6 +262,7 @@ class QGATConv(QuantizableConv):
         attn_dropout: dropout on the attention coefficients while training.
         add_self_loops: add ``I`` so that every node attends to itself.
         dropout: feature dropout on the (quantized, prompted) input while training.
+        agg_kernel, low_bit_gather: how the aggregation runs (see :class:`QuantizableConv`).
 
     Shapes: ``x`` ``(N, F_in)`` -> ``(N, H * F)`` or ``(N, F)``.
     """
@@ -253,8 +288,10 @@ class QGATConv(QuantizableConv):
         add_self_loops: bool = True,
         bias: bool = True,
         dropout: float = 0.0,
+        agg_kernel: str = "triton",
+        low_bit_gather: bool = True,
     ):
-        super().__init__(dropout)
+        super().__init__(dropout, agg_kernel, low_bit_gather)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads
@@ -287,7 +324,7 @@ class QGATConv(QuantizableConv):
         logit = self._q("logit", F.leaky_relu(logit, self.negative_slope))
         alpha = self._q("attention", ops.edge_softmax(graph, logit))
         alpha = F.dropout(alpha, self.attn_dropout, self.training)
-        s = self._q("aggregate", ops.aggregate(graph, h, alpha))  # (N, H, F)
+        s = self._q("aggregate", self._aggregate(graph, h, alpha))  # (N, H, F)
         s = s.flatten(1) if self.concat else s.mean(1)
         s = self._prompt_aggregate(s, x)
         if self.bias is not None:

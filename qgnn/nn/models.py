@@ -16,19 +16,21 @@ ARCHS = ("gcn", "gin", "gat")
 
 
 def make_conv(arch: str, in_dim: int, out_dim: int, *, heads: int = 1, concat: bool = True,
-              attn_dropout: float = 0.0, batch_norm: bool = False,
-              dropout: float = 0.0) -> QuantizableConv:
-    """One layer of ``arch``; for GAT ``out_dim`` is the total width (split over heads if concat)."""
+              attn_dropout: float = 0.0, batch_norm: bool = False, dropout: float = 0.0,
+              agg_kernel: str = "triton", low_bit_gather: bool = True) -> QuantizableConv:
+    """One layer of ``arch``; for GAT ``out_dim`` is the total width (split over heads if concat).
+    ``agg_kernel`` and ``low_bit_gather``: see :class:`~qgnn.nn.conv.QuantizableConv`."""
+    kernels = dict(dropout=dropout, agg_kernel=agg_kernel, low_bit_gather=low_bit_gather)
     if arch == "gcn":
-        return QGCNConv(in_dim, out_dim, dropout=dropout)
+        return QGCNConv(in_dim, out_dim, **kernels)
     if arch == "gin":
-        return QGINConv(in_dim, out_dim, train_eps=True, batch_norm=batch_norm, dropout=dropout)
+        return QGINConv(in_dim, out_dim, train_eps=True, batch_norm=batch_norm, **kernels)
     if arch == "gat":
         if concat and out_dim % heads:
             raise ValueError(f"GAT width {out_dim} is not divisible by {heads} heads.")
         per_head = out_dim // heads if concat else out_dim
         return QGATConv(in_dim, per_head, heads=heads, concat=concat, attn_dropout=attn_dropout,
-                        dropout=dropout)
+                        **kernels)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHS}.")
 
 
@@ -38,13 +40,16 @@ class NodeClassifier(nn.Module):
     ``conv -> [batch norm] -> activation`` per hidden layer, then ``conv`` to logits; each
     layer drops features (``dropout``) after its input quantizer (see :mod:`qgnn.nn.conv`). GAT hidden layers concatenate ``heads`` heads of
     ``hidden // heads`` channels; its output layer uses ``out_heads`` averaged heads.
+    ``agg_kernel`` and ``low_bit_gather`` go to every layer (see
+    :class:`~qgnn.nn.conv.QuantizableConv`).
 
     Shapes: ``x`` ``(N, F_in)`` -> logits ``(N, C)``.
     """
 
     def __init__(self, arch: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 2,
                  dropout: float = 0.5, heads: int = 8, out_heads: int = 1,
-                 attn_dropout: float = 0.0, batch_norm: bool = False):
+                 attn_dropout: float = 0.0, batch_norm: bool = False,
+                 agg_kernel: str = "triton", low_bit_gather: bool = True):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}.")
@@ -59,6 +64,7 @@ class NodeClassifier(nn.Module):
                 arch, widths[i], out_dim if last else hidden,
                 heads=out_heads if last else heads, concat=not last,
                 attn_dropout=attn_dropout, batch_norm=batch_norm, dropout=dropout,
+                agg_kernel=agg_kernel, low_bit_gather=low_bit_gather,
             ))
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(hidden) if batch_norm else nn.Identity() for _ in range(num_layers - 1)
@@ -88,12 +94,14 @@ class GraphPredictor(nn.Module):
     (Xu et al. 2019) puts its only dropout. ``head_norm`` batch-normalises the pooled vector:
     summed over graphs of thousands of nodes it reaches the hundreds to thousands, and the head
     then trains badly (REDDIT-BINARY: first-epoch loss 13-48, training accuracy stuck near 80%).
+    ``agg_kernel`` and ``low_bit_gather``: as in :class:`NodeClassifier`.
     """
 
     def __init__(self, arch: str, in_dim: int, hidden: int, out_dim: int, num_layers: int = 4,
                  dropout: float = 0.0, heads: int = 4, readout: str = "sum",
                  batch_norm: bool = True, num_node_types: Optional[int] = None,
-                 head_dropout: float = 0.0, head_norm: bool = False):
+                 head_dropout: float = 0.0, head_norm: bool = False,
+                 agg_kernel: str = "triton", low_bit_gather: bool = True):
         super().__init__()
         self.arch = arch
         self.dropout = dropout
@@ -105,7 +113,7 @@ class GraphPredictor(nn.Module):
             self.encoder = nn.Linear(in_dim, hidden)
         self.convs = nn.ModuleList(
             make_conv(arch, hidden, hidden, heads=heads, concat=True, batch_norm=batch_norm,
-                      dropout=dropout)
+                      dropout=dropout, agg_kernel=agg_kernel, low_bit_gather=low_bit_gather)
             for _ in range(num_layers)
         )
         self.norms = nn.ModuleList(

@@ -165,12 +165,16 @@ class QuantConfig:
             A2Q; ``None``: ``train.lr``). Adam moves every parameter by about its learning
             rate per step whatever the gradient's scale, so LSQ's gradient scaling does not
             slow the steps down; A2Q's reference code gives them their own rates too.
+        low_bit_gather: where a layer aggregates a quantizer's output on the Triton path
+            (CUDA), gather it as packed 8/4/2-bit codes instead of float32 (the same sums,
+            ``32 / bits`` times fewer bytes per edge); ``false`` gathers the float copy.
     """
 
     method: str = "fp32"
     weight_bits: Optional[int] = None
     act_bits: Optional[int] = None
     lr: Optional[float] = None
+    low_bit_gather: bool = True
     qat: QATOptions = field(default_factory=QATOptions)
     dq: DQOptions = field(default_factory=DQOptions)
     a2q: A2QOptions = field(default_factory=A2QOptions)

@@ -14,6 +14,9 @@ through ``torch.load(weights_only=True)``.
 
 Every quantizer records the element count and average bit width of the last tensor it
 quantized (buffers ``observed_numel``, ``observed_bits``) for :func:`qgnn.quant.size_report`.
+``code_grid(y)`` returns the integer grid (:class:`~qgnn.kernels.lowbit.CodeGrid`) that
+its output ``y`` lies on, or ``None`` where it has none (float pass-through, mixtures,
+per-node bit widths), so the aggregation can gather ``y`` as packed low-bit codes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from qgnn.kernels.lowbit import CodeGrid
 from qgnn.quant import functional as QF
 from qgnn.quant.context import QuantContext
 from qgnn.quant.observers import MinMaxObserver, Observer, ResizeOnLoad
@@ -53,6 +57,10 @@ class QuantizerBase(ResizeOnLoad, nn.Module):
     def storage_bits(self) -> float:
         """Average bits per element of the last tensor (``nominal_bits`` if none yet)."""
         return float(self.observed_bits) if int(self.observed_numel) > 0 else float(self.nominal_bits)
+
+    def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
+        """The integer grid of this quantizer's last output ``y`` ``(N, d)``; ``None``: none."""
+        return None
 
 
 class FakeQuantize(QuantizerBase):
@@ -123,6 +131,13 @@ class FakeQuantize(QuantizerBase):
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
         return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient)
+
+    def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
+        if not self.observer.ready or y.dim() != 2:
+            return None
+        scale, zero_point = self.qparams(y)
+        return CodeGrid(scale.detach().reshape(-1), zero_point.detach().reshape(-1),
+                        self.qmin, self.qmax, self.granularity)
 
     def int_repr(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(codes, scale, zero_point)``: integer codes (int32) for storage, and their grid."""
@@ -236,6 +251,13 @@ class LSQQuantizer(QuantizerBase):
         step = QF.broadcastable(step, x, self.granularity)
         self._record(x, self.bits)
         return QF.fake_quantize(x, step, 0.0, qmin, qmax, "clipped")
+
+    def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
+        if not bool(self.initialized) or y.dim() != 2:
+            return None
+        qmin, qmax = QF.int_range(self.bits, bool(self.signed))
+        step = self.step_size().detach().reshape(-1)
+        return CodeGrid(step, torch.zeros_like(step), int(qmin), int(qmax), self.granularity)
 
     def extra_repr(self) -> str:
         return (f"bits={self.bits}, granularity={self.granularity}, step_param={self.step_param}, "
@@ -481,6 +503,7 @@ class MaskedQuantizer(QuantizerBase):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = self.context.mask_for(self.kind, x.shape[0]) if self.training else None
+        self._protected_rows = mask is not None  # some rows may have passed in float
         if mask is None:
             out = self.quantizer(x)
         else:
@@ -490,6 +513,11 @@ class MaskedQuantizer(QuantizerBase):
             out = torch.where(mask.reshape((-1,) + (1,) * (x.dim() - 1)), x, self.quantizer.quantize(x))
         self._record(x, self.quantizer.bits)
         return out
+
+    def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
+        if getattr(self, "_protected_rows", True):
+            return None
+        return self.quantizer.code_grid(y)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}"
@@ -580,6 +608,11 @@ class MixedQuantizer(QuantizerBase):
         self.expected_bits = (weights * self.bits_table).sum()
         self._record(x, self.expected_bits.detach())
         return out
+
+    def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
+        if self.searching:
+            return None  # a mixture of grids
+        return self.candidates[int(self.selected)].code_grid(y)
 
     def extra_repr(self) -> str:
         state = "searching" if self.searching else f"selected={self.selected_bits}"

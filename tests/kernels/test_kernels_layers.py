@@ -1,0 +1,120 @@
+"""Layers on the Triton path (interpreted on CPU): the CSR aggregation kernel, gathering the
+feature quantizer's packed codes where it has a grid, gives the torch path's outputs and
+gradients."""
+
+import pytest
+import torch
+
+from qgnn.graph import Graph, ops
+from qgnn.kernels import aggregate as agg_module
+from qgnn.nn import NodeClassifier
+from qgnn.quant import QuantConfig, build_quantization
+from qgnn.quant.quantizers import FakeQuantize, LSQQuantizer, MaskedQuantizer, MixedQuantizer
+from qgnn.quant.context import QuantContext
+
+
+def small_graph(n=30, e=110, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n, (e,), generator=g)
+    dst = torch.randint(0, n, (e,), generator=g)
+    return Graph.from_edges(torch.cat([src, dst]), torch.cat([dst, src]), n)
+
+
+def quantized_pair(arch, method, bits, graph, x, agg_kernel_b="triton"):
+    """Two identical quantized models, ``torch`` and ``agg_kernel_b`` aggregation."""
+    models = []
+    for kernel in ("torch", agg_kernel_b):
+        torch.manual_seed(0)
+        model = NodeClassifier(arch, x.shape[1], 16, 4, num_layers=2, heads=2, agg_kernel=kernel)
+        cfg = QuantConfig(method=method, weight_bits=bits, act_bits=bits)
+        build_quantization(cfg).attach(model, example=(graph, x))
+        models.append(model)
+    return models
+
+
+def spy_packed(monkeypatch):
+    """Record the storage bits of every packed tensor the aggregation gathers."""
+    seen = []
+    real = agg_module.pack_rows
+
+    def spy(x, grid):
+        rows = real(x, grid)
+        seen.append(rows.bits)
+        return rows
+
+    monkeypatch.setattr(agg_module, "pack_rows", spy)
+    return seen
+
+
+@pytest.mark.parametrize("arch", ["gcn", "gin"])
+@pytest.mark.parametrize("method,bits", [("qat", 8), ("qat", 4), ("dq", 4), ("a2q", 4), ("qat", 2)])
+def test_triton_low_bit_path_matches_torch(force_triton, monkeypatch, arch, method, bits):
+    graph, x = small_graph(), torch.rand(30, 12)
+    seen = spy_packed(monkeypatch)
+    ref_model, model = quantized_pair(arch, method, bits, graph, x)
+    for training in (True, False):
+        ref_model.train(training)
+        model.train(training)
+        torch.manual_seed(1)  # same dropout / DQ masks in both
+        ref = ref_model(graph, x)
+        torch.manual_seed(1)
+        out = model(graph, x)
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+        if training:
+            g_ref = torch.autograd.grad(ref.square().sum(), list(ref_model.parameters()), allow_unused=True)
+            g_out = torch.autograd.grad(out.square().sum(), list(model.parameters()), allow_unused=True)
+            for a, b in zip(g_out, g_ref):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    # GCN gathers its feature quantizer's output (DQ: only at evaluation, when nothing is
+    # masked; A2Q's per-channel steps: always); GIN its input quantizer's at evaluation.
+    if arch == "gcn" or method in ("qat", "dq"):
+        assert seen and set(seen) == {bits}
+    if arch == "gin" and method == "a2q":
+        assert not seen  # A2Q's node-wise input quantizer has per-node bit widths
+
+
+def test_low_bit_gather_off_and_torch_kernel_gather_floats(force_triton, monkeypatch):
+    graph, x = small_graph(), torch.rand(30, 12)
+    seen = spy_packed(monkeypatch)
+    torch.manual_seed(0)
+    model = NodeClassifier("gcn", 12, 16, 4, low_bit_gather=False)
+    build_quantization(QuantConfig(method="qat", weight_bits=4, act_bits=4)).attach(model, example=(graph, x))
+    model.eval()(graph, x)
+    assert not seen
+    assert ops.uses_triton_kernel(graph, x) and not ops.uses_triton_kernel(graph, x, kernel="torch")
+    assert not ops.uses_triton_kernel(graph, x, torch.ones(graph.num_edges, requires_grad=True))
+    assert not ops.uses_triton_kernel(graph, x, reduce="max")
+    with pytest.raises(ValueError, match="agg_kernel must be one of"):
+        NodeClassifier("gcn", 12, 16, 4, agg_kernel="cusparse")
+
+
+def test_code_grids_of_the_quantizers():
+    y = torch.randn(6, 5)
+    fq = FakeQuantize(bits=4)
+    assert fq.code_grid(y) is None  # no range observed yet: it passes x through
+    out = fq(y)
+    grid = fq.code_grid(out)
+    codes = torch.round(out / grid.scale) + grid.zero_point
+    assert grid.storage_bits == 4 and codes.min() >= 0 and codes.max() <= 15
+    assert torch.allclose((codes - grid.zero_point) * grid.scale, out)
+
+    lsq = LSQQuantizer(bits=2, granularity="per_column")
+    out = lsq(y)
+    grid = lsq.code_grid(out)
+    assert grid.granularity == "per_column" and grid.scale.shape == (5,) and grid.storage_bits == 2
+
+    ctx = QuantContext()
+    masked = MaskedQuantizer(FakeQuantize(bits=4), ctx, "node")
+    ctx.set_mask(torch.tensor([True, False, False, False, False, False]))
+    masked.train()(y)
+    assert masked.code_grid(y) is None  # row 0 passed in float
+    masked.eval()(y)
+    assert masked.code_grid(y) is not None
+
+    mixed = MixedQuantizer([FakeQuantize(bits=b) for b in (2, 4, 8)])
+    mixed(y)
+    assert mixed.code_grid(y) is None  # searching: a mixture of grids
+    mixed.select()
+    assert mixed.code_grid(mixed(y)).storage_bits == 8
