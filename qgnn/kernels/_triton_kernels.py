@@ -374,15 +374,69 @@ def lorap_bwd_stream_kernel(
 
 # --------------------------------------------------------------------------- CSR aggregation
 @triton.jit
-def _gather_codes(x_ptr, src, cols, m, ROW_BYTES, BITS: tl.constexpr):
-    """Stored codes ``u`` of rows ``src``, columns ``cols``, as float32 ``(len(src), len(cols))``:
-    column ``j`` is bits ``[(j % (8 / BITS)) * BITS, ... + BITS)`` of byte ``j // (8 / BITS)``."""
-    PER_BYTE: tl.constexpr = 8 // BITS
-    byte = tl.load(x_ptr + src[:, None] * ROW_BYTES + (cols // PER_BYTE)[None, :], mask=m,
-                   other=0).to(tl.int32)
-    if PER_BYTE > 1:
-        byte = (byte >> ((cols % PER_BYTE) * BITS)[None, :]) & ((1 << BITS) - 1)
-    return byte.to(tl.float32)
+def _code_part(byte, sc_ptr, off_ptr, bc, bmask, i: tl.constexpr, BITS: tl.constexpr,
+               QMODE: tl.constexpr):
+    """Codes of columns ``bc * (8 / BITS) + i`` from a ``(BLOCK_M, NB)`` byte tile, dequantized
+    with a per-tensor or per-column grid (``QMODE`` 0 / 2); per-row grids (1) return ``u``."""
+    u = ((byte >> (i * BITS)) & ((1 << BITS) - 1)).to(tl.float32)
+    if QMODE == 0:
+        return (u - tl.load(off_ptr)) * tl.load(sc_ptr)
+    if QMODE == 2:
+        cols = bc * (8 // BITS) + i
+        sc = tl.load(sc_ptr + cols, mask=bmask, other=0.0)
+        off = tl.load(off_ptr + cols, mask=bmask, other=0.0)
+        return (u - off[None, :]) * sc[None, :]
+    return u
+
+
+@triton.jit
+def _sum_packed_rows(x_ptr, indices_ptr, weight_ptr, sc_ptr, off_ptr, start, length, ROW_BYTES,
+                     HAS_WEIGHT: tl.constexpr, BITS: tl.constexpr, QMODE: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, UNROLL: tl.constexpr):
+    """``sum_e w_e x_src(e)`` ``(BLOCK_M, BLOCK_D)`` for a block of segments, gathering packed
+    codes. Each neighbour's bytes are loaded once; column ``j`` is bits
+    ``[(j % P) * BITS, ... + BITS)`` of byte ``j // P`` (``P = 8 / BITS``), so the sum is kept
+    as ``P`` partial tiles, one per bit position (``(BLOCK_M, BLOCK_D / P)`` each, no
+    reshuffling inside the loop), interleaved into columns once at the end. Per-row grids
+    fold the row's step into the edge weight and subtract ``sum_e w_e s_e offset_e`` last."""
+    P: tl.constexpr = 8 // BITS
+    NB: tl.constexpr = BLOCK_D // P
+    bc = tl.arange(0, NB)
+    bmask = bc < ROW_BYTES
+    a0 = tl.zeros((BLOCK_M, NB), dtype=tl.float32)
+    a1 = tl.zeros((BLOCK_M, NB), dtype=tl.float32)
+    a2 = tl.zeros((BLOCK_M, NB), dtype=tl.float32)
+    a3 = tl.zeros((BLOCK_M, NB), dtype=tl.float32)
+    row_offset = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    steps = tl.max(length, axis=0)
+    for e0 in range(0, steps, UNROLL):
+        for u in tl.static_range(UNROLL):
+            live = (e0 + u) < length
+            edge = start + e0 + u
+            src = tl.load(indices_ptr + edge, mask=live, other=0).to(tl.int64)
+            byte = tl.load(x_ptr + src[:, None] * ROW_BYTES + bc[None, :],
+                           mask=live[:, None] & bmask[None, :], other=0).to(tl.int32)
+            f = live.to(tl.float32)
+            if HAS_WEIGHT:
+                f = tl.load(weight_ptr + edge, mask=live, other=0.0).to(tl.float32)
+            if QMODE == 1:
+                f = f * tl.load(sc_ptr + src, mask=live, other=0.0)
+                row_offset += f * tl.load(off_ptr + src, mask=live, other=0.0)
+            a0 += f[:, None] * _code_part(byte, sc_ptr, off_ptr, bc, bmask, 0, BITS, QMODE)
+            if P > 1:
+                a1 += f[:, None] * _code_part(byte, sc_ptr, off_ptr, bc, bmask, 1, BITS, QMODE)
+            if P > 2:
+                a2 += f[:, None] * _code_part(byte, sc_ptr, off_ptr, bc, bmask, 2, BITS, QMODE)
+                a3 += f[:, None] * _code_part(byte, sc_ptr, off_ptr, bc, bmask, 3, BITS, QMODE)
+    if P == 1:
+        acc = a0
+    elif P == 2:
+        acc = tl.interleave(a0, a1)
+    else:
+        acc = tl.interleave(tl.interleave(a0, a2), tl.interleave(a1, a3))
+    if QMODE == 1:
+        acc = acc - row_offset[:, None]
+    return acc
 
 
 @triton.jit
@@ -395,28 +449,28 @@ def pack_rows_kernel(x_ptr, sc_ptr, off_ptr, out_ptr, N, D, ROW_BYTES, LEVELS_M1
     PER_BYTE: tl.constexpr = 8 // BITS
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     bcols = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_B * PER_BYTE + tl.arange(0, BLOCK_B * PER_BYTE)
     rmask = rows < N
+    cmask = cols < D
     rows64 = rows.to(tl.int64)
+    m = rmask[:, None] & cmask[None, :]
+    x = tl.load(x_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
     if QMODE == 0:
         sc = tl.load(sc_ptr)
         off = tl.load(off_ptr)
-    if QMODE == 1:
+    elif QMODE == 1:
         sc = tl.load(sc_ptr + rows, mask=rmask, other=1.0)[:, None]
         off = tl.load(off_ptr + rows, mask=rmask, other=0.0)[:, None]
-    packed = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.int32)
-    for i in tl.static_range(PER_BYTE):
-        cols = bcols * PER_BYTE + i
-        cmask = cols < D
-        if QMODE == 2:
-            sc = tl.load(sc_ptr + cols, mask=cmask, other=1.0)[None, :]
-            off = tl.load(off_ptr + cols, mask=cmask, other=0.0)[None, :]
-        m = rmask[:, None] & cmask[None, :]
-        x = tl.load(x_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        v = x / sc + off
-        u = tl.where(v >= 0, tl.floor(v + 0.5), -tl.floor(0.5 - v))
-        u = tl.minimum(tl.maximum(u, 0.0), LEVELS_M1)
-        packed |= tl.where(m, u.to(tl.int32), 0) << (i * BITS)
-    tl.store(out_ptr + rows64[:, None] * ROW_BYTES + bcols[None, :], packed.to(tl.uint8),
+    else:
+        sc = tl.load(sc_ptr + cols, mask=cmask, other=1.0)[None, :]
+        off = tl.load(off_ptr + cols, mask=cmask, other=0.0)[None, :]
+    v = x / sc + off
+    u = tl.where(v >= 0, tl.floor(v + 0.5), -tl.floor(0.5 - v))
+    u = tl.where(m, tl.minimum(tl.maximum(u, 0.0), LEVELS_M1), 0.0).to(tl.int32)
+    if PER_BYTE > 1:
+        shifts = tl.arange(0, PER_BYTE) * BITS
+        u = tl.sum(tl.reshape(u, (BLOCK_M, BLOCK_B, PER_BYTE)) << shifts[None, None, :], axis=2)
+    tl.store(out_ptr + rows64[:, None] * ROW_BYTES + bcols[None, :], u.to(tl.uint8),
              mask=rmask[:, None] & (bcols < ROW_BYTES)[None, :])
 
 
@@ -457,36 +511,23 @@ def csr_agg_kernel(
     dest = tl.load(vout_ptr + seg, mask=smask, other=0)
     cols = tl.arange(0, BLOCK_D)
     cmask = cols < D
-    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-    sc = 1.0
-    off = 0.0
     if BITS < 32:
-        if QMODE == 0:
-            sc = tl.load(sc_ptr)
-            off = tl.load(off_ptr)
-        if QMODE == 2:
-            sc = tl.load(sc_ptr + cols, mask=cmask, other=1.0)[None, :]
-            off = tl.load(off_ptr + cols, mask=cmask, other=0.0)[None, :]
-    steps = tl.max(length, axis=0)
-    for e0 in range(0, steps, UNROLL):
-        for u in tl.static_range(UNROLL):
-            live = (e0 + u) < length
-            edge = start + e0 + u
-            src = tl.load(indices_ptr + edge, mask=live, other=0).to(tl.int64)
-            m = live[:, None] & cmask[None, :]
-            if BITS == 32:
-                xr = tl.load(x_ptr + src[:, None] * D + cols[None, :], mask=m,
-                             other=0.0).to(tl.float32)
-            else:
-                xr = _gather_codes(x_ptr, src, cols, m, ROW_BYTES, BITS)
-                if QMODE == 1:
-                    sc = tl.load(sc_ptr + src, mask=live, other=0.0)[:, None]
-                    off = tl.load(off_ptr + src, mask=live, other=0.0)[:, None]
-                xr = tl.where(m, (xr - off) * sc, 0.0)
-            if HAS_WEIGHT:
-                w = tl.load(weight_ptr + edge, mask=live, other=0.0).to(tl.float32)
-                xr = xr * w[:, None]
-            acc += xr
+        acc = _sum_packed_rows(x_ptr, indices_ptr, weight_ptr, sc_ptr, off_ptr, start, length,
+                               ROW_BYTES, HAS_WEIGHT, BITS, QMODE, BLOCK_M, BLOCK_D, UNROLL)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+        steps = tl.max(length, axis=0)
+        for e0 in range(0, steps, UNROLL):
+            for u in tl.static_range(UNROLL):
+                live = (e0 + u) < length
+                edge = start + e0 + u
+                src = tl.load(indices_ptr + edge, mask=live, other=0).to(tl.int64)
+                xr = tl.load(x_ptr + src[:, None] * D + cols[None, :],
+                             mask=live[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+                if HAS_WEIGHT:
+                    w = tl.load(weight_ptr + edge, mask=live, other=0.0).to(tl.float32)
+                    xr = xr * w[:, None]
+                acc += xr
     whole = smask & (dest >= 0)
     row = tl.where(whole, dest, 0).to(tl.int64)
     wmask = whole[:, None] & cmask[None, :]

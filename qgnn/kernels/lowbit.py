@@ -155,7 +155,9 @@ def pack_rows(x: Tensor, grid: CodeGrid) -> PackedRows:
     scale, offset = _grid_tensors(x, grid)
     nbytes = row_bytes(d, bits)
     data = torch.empty((n, nbytes), dtype=torch.uint8, device=x.device)
-    block_m, block_b = 32, min(64, max(16, 1 << (nbytes - 1).bit_length()))
+    per_byte = 8 // bits
+    cols = min(128, max(16, 1 << (d - 1).bit_length()))  # x columns per program
+    block_m, block_b = 32, cols // per_byte
     grid_dims = (-(-n // block_m), -(-nbytes // block_b))
     tk.pack_rows_kernel[grid_dims](
         x, scale, offset, data, n, d, nbytes, float(grid.qmax - grid.qmin),

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Epoch time of a GCN at ogbn-arxiv size (3 layers, hidden 256) with each aggregation path,
+# on one CUDA GPU: torch.sparse (cuSPARSE), the Triton CSR kernel on float32 rows, and the
+# Triton kernel gathering the feature quantizer's packed codes (quant.low_bit_gather), in
+# float32 and with vanilla QAT at W8A8 and W4A4. Writes OUT/agg_<variant>.json
+# (benchmarks/bench_train_epoch.py) and prints a table of train and eval times.
+#
+#   bash benchmarks/run_agg_epoch_costs.sh OUT [EPOCHS]
+#
+# The synthetic dataset (169,343 nodes, 1,166,243 edges, 128 features, 40 classes, OGB's
+# raw layout) is written once to OUT/arxiv_root.
+set -euo pipefail
+OUT=$1
+EPOCHS=${2:-20}
+PY=${PYTHON:-python3}
+ROOT="$OUT/arxiv_root"
+mkdir -p "$OUT"
+if [ ! -d "$ROOT/ogbn_arxiv" ]; then
+    $PY -c "from qgnn.data.ogb import write_synthetic_ogb as w; w('$ROOT', 'ogbn_arxiv', 169343, 1166243, 128, 40, seed=0)"
+fi
+run() {  # NAME [--set ...]
+    local name=$1
+    shift
+    $PY benchmarks/bench_train_epoch.py --config configs/ogbn_arxiv_gcn_fp32.yaml --device cuda \
+        --data-root "$ROOT" --set data.name=ogbn_arxiv --epochs "$EPOCHS" "$@" \
+        --out "$OUT/agg_$name.json" >/dev/null
+}
+TORCH=(--set model.agg_kernel=torch)
+FLOAT=(--set quant.low_bit_gather=false)
+run fp32_torch "${TORCH[@]}"
+run fp32_triton
+for b in 8 4; do
+    Q=(--set quant.method=qat --set quant.weight_bits=$b --set quant.act_bits=$b)
+    run "w${b}a${b}_torch" "${Q[@]}" "${TORCH[@]}"
+    run "w${b}a${b}_triton_float" "${Q[@]}" "${FLOAT[@]}"
+    run "w${b}a${b}_triton_lowbit" "${Q[@]}"
+done
+$PY - "$OUT" <<'PYEOF'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+names = ["fp32_torch", "fp32_triton"] + [f"w{b}a{b}_{k}" for b in (8, 4)
+                                         for k in ("torch", "triton_float", "triton_lowbit")]
+rows = {n: json.loads((out / f"agg_{n}.json").read_text()) for n in names}
+print(f"{rows['fp32_torch']['device']}; GCN at ogbn-arxiv size, median ms per train epoch / eval")
+for name, r in rows.items():
+    base = rows["fp32_torch" if name.startswith("fp32") else name.rsplit("_", 1)[0].split("_")[0] + "_torch"]
+    print(f"  {name:22s} train {r['seconds_per_epoch'] * 1e3:8.2f} ms "
+          f"({base['seconds_per_epoch'] / r['seconds_per_epoch']:.2f}x torch)  eval "
+          f"{r['eval_seconds'] * 1e3:7.2f} ms ({base['eval_seconds'] / r['eval_seconds']:.2f}x)  "
+          f"peak {r['peak_memory_bytes'] / 1e9:.2f} GB")
+PYEOF
