@@ -58,7 +58,10 @@ class ModelConfig:
     readout: str = choice("sum", "sum", "mean", "max")  # graph tasks
     head_dropout: float = 0.0  # graph tasks: dropout on the pooled vector, before the MLP head
     head_norm: bool = False  # graph tasks: batch norm on the pooled vector (sum readouts of big graphs)
-    agg_kernel: str = choice("triton", "triton", "torch")  # CUDA sum/mean aggregation: qgnn's Triton CSR kernel or torch.sparse
+    # CUDA sum/mean aggregation: qgnn's Triton CSR kernel or torch.sparse. "auto": Triton on
+    # node tasks (one graph, its CSR plan built once), torch.sparse on batched graph tasks,
+    # where a plan per batch cost more than the kernel saves (REDDIT-BINARY GIN, one H100).
+    agg_kernel: str = choice("auto", "auto", "triton", "torch")
 
     def validate(self) -> None:
         for key in ("hidden", "num_layers", "heads", "out_heads"):

@@ -49,7 +49,8 @@ class NodeClassificationTask:
             m.arch, self.dataset.num_features, m.hidden, self.dataset.num_classes,
             num_layers=m.num_layers, dropout=m.dropout, heads=m.heads, out_heads=m.out_heads,
             attn_dropout=m.attn_dropout, batch_norm=m.batch_norm,
-            agg_kernel=m.agg_kernel, low_bit_gather=cfg.quant.low_bit_gather,
+            agg_kernel="triton" if m.agg_kernel == "auto" else m.agg_kernel,
+            low_bit_gather=cfg.quant.low_bit_gather,
         )
 
     def example(self) -> tuple:
@@ -150,7 +151,8 @@ class _GraphTask:
             dropout=m.dropout, heads=m.heads, readout=m.readout, batch_norm=m.batch_norm,
             head_dropout=m.head_dropout, head_norm=m.head_norm,
             num_node_types=d.num_node_types if categorical else None,
-            agg_kernel=m.agg_kernel, low_bit_gather=cfg.quant.low_bit_gather,
+            agg_kernel="torch" if m.agg_kernel == "auto" else m.agg_kernel,
+            low_bit_gather=cfg.quant.low_bit_gather,
         )
 
     def _batch(self, indices) -> tuple:

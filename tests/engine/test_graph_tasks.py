@@ -245,3 +245,19 @@ def test_bench_train_epoch_on_cpu(tmp_path):
     assert report["seconds_per_epoch"] == pytest.approx(float(np.median(report["seconds_per_epoch_all"])))
     assert report["dataset"]["nodes"] == 400 and report["dataset"]["edges"] == 3000  # symmetrised
     assert report["peak_memory_bytes"] is None and report["synthetic"]["features"] == 16
+
+
+@pytest.mark.parametrize("setting,node_kernel,graph_kernel", [
+    ("auto", "triton", "torch"), ("triton", "triton", "triton"), ("torch", "torch", "torch")])
+def test_agg_kernel_auto_picks_triton_for_node_tasks_only(tmp_path, setting, node_kernel, graph_kernel):
+    """``model.agg_kernel=auto``: the Triton CSR kernel where one graph's plan serves every
+    epoch (node tasks), torch.sparse where each batch is a new graph (graph tasks)."""
+    from qgnn.engine.trainer import build
+
+    write_synthetic_ogb(tmp_path, "ogbn_arxiv", 60, 200, 8, 3, seed=0)
+    node_cfg = load_config(None, ["data.name=ogbn_arxiv", f"model.agg_kernel={setting}"])
+    _, node_model, _ = build(node_cfg, torch.device("cpu"), str(tmp_path))
+    _, graph_model, _ = build(cls_config(f"model.agg_kernel={setting}", "data.fold=0"), torch.device("cpu"), None)
+    assert {conv.agg_kernel for conv in node_model.convs} == {node_kernel}
+    assert {conv.agg_kernel for conv in graph_model.convs} == {graph_kernel}
+    assert {conv.low_bit_gather for conv in node_model.convs} == {True}
