@@ -86,8 +86,9 @@ class CSRPlan:
         vstart ``(S,)`` int64, vlen ``(S,)`` int32: first edge and edge count of each
         segment, sorted by length (longest first); vout ``(S,)`` int32: the destination row
         of a whole-row segment, or ``-(p + 1)`` for the ``p``-th piece of a long row.
-        heavy_rows ``(H,)``: rows split into pieces; piece_heavy ``(P,)``: which of them
-        each piece belongs to. inv_deg ``(N,)`` float32: ``1 / max(in_degree, 1)``.
+        heavy_rows ``(H,)``: rows split into pieces; heavy_pieces ``(H,)``: how many pieces
+        each has (consecutive in piece order); piece_heavy ``(P,)``: which of them each
+        piece belongs to. inv_deg ``(N,)`` float32: ``1 / max(in_degree, 1)``.
     """
 
     def __init__(self, indptr: Tensor, indices: Tensor, max_segment: int = MAX_SEGMENT):
@@ -104,6 +105,7 @@ class CSRPlan:
         rows = torch.arange(self.num_nodes, device=dev)
         self.heavy_rows = rows[~whole]
         heavy_pieces = pieces[~whole]
+        self.heavy_pieces = heavy_pieces
         self.num_pieces = int(heavy_pieces.sum().item()) if self.heavy_rows.numel() else 0
         self.piece_heavy = torch.repeat_interleave(
             torch.arange(self.heavy_rows.numel(), device=dev), heavy_pieces
@@ -196,8 +198,9 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
     )
     if plan.num_pieces:
         rows = plan.heavy_rows
-        hs = torch.zeros((rows.numel(), d), dtype=f32, device=x.device)
-        hs.index_add_(0, plan.piece_heavy, part[: plan.num_pieces])
+        # The pieces of each long row are consecutive in part; a segmented sum (not
+        # index_add_, whose CUDA atomics add in a varying order) keeps runs deterministic.
+        hs = torch.segment_reduce(part[: plan.num_pieces], "sum", lengths=plan.heavy_pieces, axis=0)
         if reduce == "mean":
             hs *= plan.inv_deg[rows].unsqueeze(1)
         hs = hs.to(like.dtype)
