@@ -475,6 +475,21 @@ def pack_rows_kernel(x_ptr, sc_ptr, off_ptr, out_ptr, N, D, ROW_BYTES, LEVELS_M1
 
 
 @triton.jit
+def sum_pieces_kernel(part_ptr, first_ptr, count_ptr, out_ptr, D, BLOCK_D: tl.constexpr):
+    """``out[h] = sum_k part[first[h] + k]`` over the ``count[h]`` pieces of long row ``h``, in
+    order (one program per row and column block: deterministic, unlike atomic adds)."""
+    h = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < D
+    first = tl.load(first_ptr + h).to(tl.int64)
+    count = tl.load(count_ptr + h)
+    acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    for k in range(0, count):
+        acc += tl.load(part_ptr + (first + k) * D + cols, mask=cmask, other=0.0)
+    tl.store(out_ptr + h.to(tl.int64) * D + cols, acc, mask=cmask)
+
+
+@triton.jit
 def csr_agg_kernel(
     x_ptr, indices_ptr, weight_ptr, vstart_ptr, vlen_ptr, vout_ptr, inv_deg_ptr,
     out_ptr, s_ptr, part_ptr, alpha_ptr,

@@ -86,9 +86,9 @@ class CSRPlan:
         vstart ``(S,)`` int64, vlen ``(S,)`` int32: first edge and edge count of each
         segment, sorted by length (longest first); vout ``(S,)`` int32: the destination row
         of a whole-row segment, or ``-(p + 1)`` for the ``p``-th piece of a long row.
-        heavy_rows ``(H,)``: rows split into pieces; heavy_pieces ``(H,)``: how many pieces
-        each has (consecutive in piece order); piece_heavy ``(P,)``: which of them each
-        piece belongs to. inv_deg ``(N,)`` float32: ``1 / max(in_degree, 1)``.
+        heavy_rows ``(H,)``: rows split into pieces; heavy_pieces ``(H,)`` int32 and
+        piece_first ``(H,)``: how many pieces each has and the first of them (a row's pieces
+        are consecutive); piece_heavy ``(P,)``: which of them each piece belongs to. inv_deg ``(N,)`` float32: ``1 / max(in_degree, 1)``.
     """
 
     def __init__(self, indptr: Tensor, indices: Tensor, max_segment: int = MAX_SEGMENT):
@@ -105,13 +105,14 @@ class CSRPlan:
         rows = torch.arange(self.num_nodes, device=dev)
         self.heavy_rows = rows[~whole]
         heavy_pieces = pieces[~whole]
-        self.heavy_pieces = heavy_pieces
+        self.heavy_pieces = heavy_pieces.to(torch.int32).contiguous()
         self.num_pieces = int(heavy_pieces.sum().item()) if self.heavy_rows.numel() else 0
         self.piece_heavy = torch.repeat_interleave(
             torch.arange(self.heavy_rows.numel(), device=dev), heavy_pieces
         )
         piece_row = self.heavy_rows[self.piece_heavy]
         first = torch.cumsum(heavy_pieces, 0) - heavy_pieces
+        self.piece_first = first.contiguous()
         piece_no = torch.arange(self.num_pieces, device=dev) - first[self.piece_heavy]
         piece_start = indptr[piece_row] + piece_no * self.max_segment
         piece_len = torch.minimum(indptr[piece_row + 1] - piece_start,
@@ -198,9 +199,12 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
     )
     if plan.num_pieces:
         rows = plan.heavy_rows
-        # The pieces of each long row are consecutive in part; a segmented sum (not
-        # index_add_, whose CUDA atomics add in a varying order) keeps runs deterministic.
-        hs = torch.segment_reduce(part[: plan.num_pieces], "sum", lengths=plan.heavy_pieces, axis=0)
+        # The pieces of each long row are consecutive in part; summing them in order (not
+        # with index_add_, whose CUDA atomics add in a varying order) keeps runs deterministic.
+        hs = alloc((rows.numel(), d), like, f32)
+        block_d = min(256, max(16, _next_pow2(d)))
+        tk.sum_pieces_kernel[(rows.numel(), -(-d // block_d))](
+            part, plan.piece_first, plan.heavy_pieces, hs, d, BLOCK_D=block_d, num_warps=4)
         if reduce == "mean":
             hs *= plan.inv_deg[rows].unsqueeze(1)
         hs = hs.to(like.dtype)
