@@ -586,3 +586,49 @@ def csr_agg_kernel(
     slot = tl.where(piece, -dest - 1, 0).to(tl.int64)
     tl.store(part_ptr + slot[:, None] * D + cols[None, :], acc,
              mask=piece[:, None] & cmask[None, :])
+
+
+# --------------------------------------------------------------------------- fake quantization
+@triton.jit
+def _round_half_even(v):
+    """``torch.round``: nearest integer, ties to even (exact for ``|v| < 2**22``)."""
+    r = tl.floor(v + 0.5)
+    tie = (r - v) == 0.5
+    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
+    return tl.where(tie & odd, r - 1.0, r)
+
+
+@triton.jit
+def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX,
+                      MODE: tl.constexpr, CLIPPED: tl.constexpr, BACKWARD: tl.constexpr,
+                      BLOCK: tl.constexpr):
+    """Fake quantization of ``N`` elements of ``x`` (rows of ``COLS``), as
+    :func:`qgnn.quant.functional.fake_quantize` computes it: ``"ste"`` (``CLIPPED`` off)
+    ``q = clamp(round(x / s) + z, QMIN, QMAX)``; ``"clipped"`` ``q = round(clamp(x / s + z,
+    QMIN, QMAX))``; ``out = (q - z) * s``. ``MODE``: scale / zero point per tensor (0), per
+    row (1) or per column (2). ``BACKWARD`` (clipped only): ``out = (g * s) / s`` where
+    ``QMIN <= x / s + z <= QMAX``, else 0 (what autograd gives through those ops)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < N
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    if MODE == 0:
+        s = tl.load(sc_ptr)
+        z = tl.load(zp_ptr)
+    elif MODE == 1:
+        s = tl.load(sc_ptr + offs // COLS, mask=mask, other=1.0)
+        z = tl.load(zp_ptr + offs // COLS, mask=mask, other=0.0)
+    else:
+        s = tl.load(sc_ptr + offs % COLS, mask=mask, other=1.0)
+        z = tl.load(zp_ptr + offs % COLS, mask=mask, other=0.0)
+    t = tl.math.div_rn(x, s)
+    if BACKWARD:
+        v = t + z
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+        res = tl.where((v >= QMIN) & (v <= QMAX), tl.math.div_rn(g * s, s), 0.0)
+    else:
+        if CLIPPED:
+            q = _round_half_even(tl.minimum(tl.maximum(t + z, QMIN), QMAX))
+        else:
+            q = tl.minimum(tl.maximum(_round_half_even(t) + z, QMIN), QMAX)
+        res = (q - z) * s
+    tl.store(out_ptr + offs, res, mask=mask)

@@ -168,6 +168,8 @@ class QuantConfig:
         low_bit_gather: where a layer aggregates a quantizer's output on the Triton path
             (CUDA), gather it as packed 8/4/2-bit codes instead of float32 (the same sums,
             ``32 / bits`` times fewer bytes per edge); ``false`` gathers the float copy.
+        fused_fake_quant: on CUDA, observer-range quantizers (QAT, DQ, MixQ) round in one
+            Triton pass instead of 6-8 torch ops (the same results); ``false`` keeps the ops.
     """
 
     method: str = "fp32"
@@ -175,6 +177,7 @@ class QuantConfig:
     act_bits: Optional[int] = None
     lr: Optional[float] = None
     low_bit_gather: bool = True
+    fused_fake_quant: bool = True
     qat: QATOptions = field(default_factory=QATOptions)
     dq: DQOptions = field(default_factory=DQOptions)
     a2q: A2QOptions = field(default_factory=A2QOptions)

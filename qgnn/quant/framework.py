@@ -26,7 +26,7 @@ from torch import nn
 
 from qgnn.quant.config import QuantConfig
 from qgnn.quant.context import QuantContext
-from qgnn.quant.quantizers import QuantizerBase
+from qgnn.quant.quantizers import FakeQuantize, QuantizerBase
 
 Tensor = torch.Tensor
 
@@ -125,6 +125,9 @@ class QuantFramework:
         for _, layer in layers:
             for site, kind in layer.QUANT_SITES.items():
                 layer.quant[site] = self.make_quantizer(layer, site, kind)
+        for module in model.modules():
+            if isinstance(module, FakeQuantize):
+                module.fused = self.cfg.fused_fake_quant
         self._hooks[id(model)] = model.register_forward_pre_hook(self._before_forward, with_kwargs=True)
         self.after_attach(model)
         if example is not None:

@@ -41,6 +41,9 @@ from typing import Union
 
 import torch
 
+from qgnn.kernels._common import use_triton
+from qgnn.kernels.fake_quant import fused_fake_quantize
+
 Tensor = torch.Tensor
 Number = Union[int, float]
 GRADIENTS = ("ste", "clipped")
@@ -110,7 +113,8 @@ def dequantize(codes: Tensor, scale, zero_point) -> Tensor:
     return (codes - zero_point) * scale
 
 
-def fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str = "clipped") -> Tensor:
+def fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str = "clipped",
+                  fused: bool = True) -> Tensor:
     """Quantize and dequantize ``x`` on the grid ``scale * ([qmin, qmax] - zero_point)``.
 
     Args:
@@ -120,11 +124,27 @@ def fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str = "cli
         zero_point: integer offset (number or tensor like ``scale``); 0 for symmetric grids.
         qmin, qmax: integer bounds (numbers, or tensors for learnable bit widths).
         gradient: ``"ste"`` or ``"clipped"`` (see the module docstring).
+        fused: allow the Triton pass below (``False``: always the torch ops).
 
     Returns:
         a tensor shaped like ``x`` taking at most ``qmax - qmin + 1`` distinct values per
         ``(scale, zero_point)`` group.
+
+    On CUDA a fixed grid (``scale`` / ``zero_point`` without gradient, number bounds) runs
+    as one Triton pass with the same results (:mod:`qgnn.kernels.fake_quant`); elsewhere,
+    and for learnable steps or bit widths, :func:`fake_quantize_reference` runs.
     """
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}.")
+    if fused and use_triton(x):
+        out = fused_fake_quantize(x, scale, zero_point, qmin, qmax, gradient)
+        if out is not None:
+            return out
+    return fake_quantize_reference(x, scale, zero_point, qmin, qmax, gradient)
+
+
+def fake_quantize_reference(x: Tensor, scale, zero_point, qmin, qmax, gradient: str = "clipped") -> Tensor:
+    """:func:`fake_quantize` as torch ops (differentiable w.r.t. every tensor argument)."""
     if gradient == "ste":
         with torch.no_grad():
             out = dequantize(quantize(x, scale, zero_point, qmin, qmax), scale, zero_point)

@@ -78,6 +78,8 @@ class FakeQuantize(QuantizerBase):
             An affine quantizer covers the data's own range either way.
         observer: range statistics (default :class:`MinMaxObserver` with momentum 0.01).
         gradient: ``"ste"`` (plain) or ``"clipped"`` (zero gradient where clamped).
+        fused: on CUDA, round in one Triton pass (:mod:`qgnn.kernels.fake_quant`; the same
+            results as the torch ops, which ``False`` keeps).
 
     Shapes: any ``x`` -> same shape; a per-row observer needs ``x`` ``(R, ...)``, a
     per-column one ``(N, *C)``.
@@ -93,7 +95,7 @@ class FakeQuantize(QuantizerBase):
     """
 
     def __init__(self, bits: int, symmetric: bool = False, signed: Optional[bool] = None,
-                 observer: Optional[Observer] = None, gradient: str = "ste"):
+                 observer: Optional[Observer] = None, gradient: str = "ste", fused: bool = True):
         super().__init__()
         if gradient not in QF.GRADIENTS:
             raise ValueError(f"gradient must be one of {QF.GRADIENTS}, got {gradient!r}.")
@@ -103,6 +105,7 @@ class FakeQuantize(QuantizerBase):
         self.qmin, self.qmax = QF.int_range(self.bits, self.signed)
         self.observer = observer if observer is not None else MinMaxObserver()
         self.gradient = gradient
+        self.fused = fused
         self.nominal_bits = float(self.bits)
 
     @property
@@ -130,7 +133,7 @@ class FakeQuantize(QuantizerBase):
             return x
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
-        return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient)
+        return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
 
     def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
         if not self.observer.ready or y.dim() != 2:

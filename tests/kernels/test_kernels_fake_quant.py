@@ -1,0 +1,82 @@
+"""Fake quantization as one Triton pass (interpreted on CPU) against the torch ops: the same
+values and gradients, bit for bit, on grids per tensor, per row and per column."""
+
+import pytest
+import torch
+
+from qgnn.kernels.fake_quant import fused_fake_quantize, grid_mode
+from qgnn.quant import functional as QF
+
+
+def grid(shape, granularity, qmin, qmax, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 0.4 * (qmax - qmin)  # some values beyond the range
+    gshape = {"per_tensor": (), "per_row": (shape[0],) + (1,) * (len(shape) - 1),
+              "per_column": tuple(shape[1:])}[granularity]
+    scale = torch.rand(gshape, generator=g) * 0.5 + 0.05
+    zero = torch.randint(qmin, qmax + 1, gshape, generator=g).float()
+    # values exactly halfway between levels, to exercise round-half-to-even
+    x.view(-1)[:7] = ((torch.arange(7) - 3.5) * scale.reshape(-1)[0]).float()
+    return x, scale, zero
+
+
+@pytest.mark.parametrize("gradient", ["ste", "clipped"])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_row", "per_column"])
+@pytest.mark.parametrize("shape,qmin,qmax", [((37, 19), -8, 7), ((50, 3, 4), 0, 255), ((1029,), -2, 1)])
+def test_fused_matches_torch_bitwise(force_triton, gradient, granularity, shape, qmin, qmax):
+    if len(shape) == 1 and granularity != "per_tensor":
+        pytest.skip("one-dimensional tensors have per-tensor grids only")
+    x, scale, zero = grid(shape, granularity, qmin, qmax, seed=len(shape) + qmax)
+    xa = x.clone().requires_grad_()
+    xb = x.clone().requires_grad_()
+    out = QF.fake_quantize(xa, scale, zero, qmin, qmax, gradient)
+    ref = QF.fake_quantize_reference(xb, scale, zero, qmin, qmax, gradient)
+    assert out.grad_fn is not None and "FakeQuantizeFunction" in type(out.grad_fn).__name__
+    assert torch.equal(out, ref)
+    g = torch.randn(shape)
+    (ga,) = torch.autograd.grad(out, xa, g)
+    (gb,) = torch.autograd.grad(ref, xb, g)
+    assert torch.equal(ga, gb)
+    if gradient == "clipped":
+        assert (ga == 0).any()  # some values were clamped
+
+
+def test_falls_back_where_the_grid_is_learnable_or_odd(force_triton):
+    x = torch.randn(6, 4)
+    step = torch.tensor(0.1, requires_grad=True)
+    assert fused_fake_quantize(x, step, 0.0, -8, 7, "clipped") is None  # LSQ step
+    assert fused_fake_quantize(x, 0.1, 0.0, torch.tensor(-8.0), 7, "clipped") is None  # learnable bits
+    assert fused_fake_quantize(x.double(), 0.1, 0.0, -8, 7, "ste") is None
+    assert fused_fake_quantize(x.t(), 0.1, 0.0, -8, 7, "ste") is None  # not contiguous
+    assert grid_mode(x, torch.ones(1, 4)) == 2 and grid_mode(x, torch.ones(6, 1)) == 1
+    assert grid_mode(x, torch.ones(6, 4)) is None  # elementwise scales: torch ops
+    # the learnable step still gets LSQ's gradient through the torch ops
+    out = QF.fake_quantize(x, step, 0.0, -8, 7, "clipped")
+    out.sum().backward()
+    assert step.grad is not None
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        QF.fake_quantize(x, 0.1, 0.0, -8, 7, "lsq")
+
+
+def test_config_switch_keeps_the_torch_ops(force_triton, monkeypatch):
+    """``quant.fused_fake_quant=false`` reaches every FakeQuantize of the model."""
+    from qgnn.graph import Graph
+    from qgnn.kernels import fake_quant
+    from qgnn.nn import NodeClassifier
+    from qgnn.quant import QuantConfig, build_quantization
+
+    calls = []
+    real = fake_quant.fused_fake_quantize
+    monkeypatch.setattr(QF, "fused_fake_quantize", lambda *a: calls.append(1) or real(*a))
+    graph = Graph.from_edges([0, 1, 2, 3], [1, 2, 3, 0])
+    x = torch.rand(4, 5)
+    outs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = NodeClassifier("gcn", 5, 8, 3, dropout=0.0)
+        cfg = QuantConfig(method="qat", weight_bits=4, act_bits=4, fused_fake_quant=fused)
+        build_quantization(cfg).attach(model, example=(graph, x))
+        calls.clear()
+        outs.append(model.train()(graph, x))
+        assert bool(calls) == fused
+    assert torch.equal(outs[0], outs[1])
