@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Epoch time of a GCN at ogbn-arxiv size (3 layers, hidden 256) with each aggregation path,
-# on one CUDA GPU: torch.sparse (cuSPARSE), the Triton CSR kernel on float32 rows, and the
-# Triton kernel gathering the feature quantizer's packed codes (quant.low_bit_gather), in
-# float32 and with vanilla QAT at W8A8 and W4A4. Writes OUT/agg_<variant>.json
-# (benchmarks/bench_train_epoch.py) and prints a table of train and eval times.
+# Epoch time of a GCN at ogbn-arxiv size (3 layers, hidden 256) with each GPU path, on one
+# CUDA GPU, in float32 and with vanilla QAT at W8A8 and W4A4. Variants, each a config switch:
+#   torch         torch.sparse aggregation and fake quantization as torch ops (the old path)
+#   triton_float  the Triton CSR kernel on float32 rows (model.agg_kernel=triton)
+#   triton_lowbit ... gathering the feature quantizer's packed codes (quant.low_bit_gather)
+#   fused_fq      torch.sparse, fake quantization as one Triton pass (quant.fused_fake_quant)
+#   default       all of them (the defaults)
+# Writes OUT/agg_<variant>.json (benchmarks/bench_train_epoch.py) and prints a table of train
+# and eval times.
 #
 #   bash benchmarks/run_agg_epoch_costs.sh OUT [EPOCHS]
 #
@@ -25,26 +29,30 @@ run() {  # NAME [--set ...]
         --data-root "$ROOT" --set data.name=ogbn_arxiv --epochs "$EPOCHS" "$@" \
         --out "$OUT/agg_$name.json" >/dev/null
 }
-TORCH=(--set model.agg_kernel=torch)
-FLOAT=(--set quant.low_bit_gather=false)
-run fp32_torch "${TORCH[@]}"
-run fp32_triton
+AGG_TORCH=(--set model.agg_kernel=torch)
+AGG_TRITON=(--set model.agg_kernel=triton)
+NO_LOWBIT=(--set quant.low_bit_gather=false)
+NO_FQ=(--set quant.fused_fake_quant=false)
+run fp32_torch "${AGG_TORCH[@]}"
+run fp32_default
 for b in 8 4; do
     Q=(--set quant.method=qat --set quant.weight_bits=$b --set quant.act_bits=$b)
-    run "w${b}a${b}_torch" "${Q[@]}" "${TORCH[@]}"
-    run "w${b}a${b}_triton_float" "${Q[@]}" "${FLOAT[@]}"
-    run "w${b}a${b}_triton_lowbit" "${Q[@]}"
+    run "w${b}a${b}_torch" "${Q[@]}" "${AGG_TORCH[@]}" "${NO_FQ[@]}"
+    run "w${b}a${b}_triton_float" "${Q[@]}" "${AGG_TRITON[@]}" "${NO_LOWBIT[@]}" "${NO_FQ[@]}"
+    run "w${b}a${b}_triton_lowbit" "${Q[@]}" "${AGG_TRITON[@]}" "${NO_FQ[@]}"
+    run "w${b}a${b}_fused_fq" "${Q[@]}" "${AGG_TORCH[@]}"
+    run "w${b}a${b}_default" "${Q[@]}"
 done
 $PY - "$OUT" <<'PYEOF'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-names = ["fp32_torch", "fp32_triton"] + [f"w{b}a{b}_{k}" for b in (8, 4)
-                                         for k in ("torch", "triton_float", "triton_lowbit")]
+names = ["fp32_torch", "fp32_default"] + [f"w{b}a{b}_{k}" for b in (8, 4) for k in
+                                          ("torch", "triton_float", "triton_lowbit", "fused_fq", "default")]
 rows = {n: json.loads((out / f"agg_{n}.json").read_text()) for n in names}
 print(f"{rows['fp32_torch']['device']}; GCN at ogbn-arxiv size, median ms per train epoch / eval")
 for name, r in rows.items():
-    base = rows["fp32_torch" if name.startswith("fp32") else name.rsplit("_", 1)[0].split("_")[0] + "_torch"]
+    base = rows[name.split("_")[0] + "_torch"]
     print(f"  {name:22s} train {r['seconds_per_epoch'] * 1e3:8.2f} ms "
           f"({base['seconds_per_epoch'] / r['seconds_per_epoch']:.2f}x torch)  eval "
           f"{r['eval_seconds'] * 1e3:7.2f} ms ({base['eval_seconds'] / r['eval_seconds']:.2f}x)  "
