@@ -60,6 +60,9 @@ def main(argv=None) -> int:
                         help="nodes, edges, features, classes of --synthetic-arxiv (default ogbn-arxiv's)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", help="write the JSON result here (also printed)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="after timing, profile one train epoch and one evaluation with "
+                             "torch.profiler and write the top operators by device time here")
     args = parser.parse_args(argv)
 
     from qgnn.engine.cli import _run
@@ -123,6 +126,20 @@ def bench(args, tmp: str) -> dict:
         train.append(timed(lambda: task.train_epoch(model, optimizer, framework.penalty, cfg.train.grad_clip)))
         evals.append(timed(lambda: task.evaluate(model)))
     timed_train, timed_eval = train[args.warmup:], evals[args.warmup:]
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        tables = []
+        for name, fn in (("train epoch", lambda: task.train_epoch(model, optimizer, framework.penalty,
+                                                                  cfg.train.grad_clip)),
+                         ("evaluation", lambda: task.evaluate(model))):
+            with profile(activities=acts) as prof:
+                timed(fn)
+            sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+            tables.append(f"== {name}\n" + prof.key_averages().table(sort_by=sort, row_limit=25))
+        Path(args.profile).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.profile).write_text("\n\n".join(tables) + "\n")
     stats = task.dataset.statistics()
     return {
         "config": cfg.name,
