@@ -78,6 +78,11 @@ class Observer(ResizeOnLoad, nn.Module):
         """``(min, max)`` of this batch, per group, leaving out the rows where ``exclude``."""
         dims = QF.reduce_dims(x, self.granularity)
         if exclude is None:
+            # aminmax: one pass over x instead of two (the values are the same)
+            if len(dims) == x.dim():
+                return torch.aminmax(x)
+            if len(dims) == 1:
+                return torch.aminmax(x, dim=dims[0])
             return x.amin(dim=dims), x.amax(dim=dims)
         rows = exclude.reshape((-1,) + (1,) * (x.dim() - 1))
         # masked with +-inf rather than indexed: boolean indexing waits for the GPU
