@@ -51,8 +51,22 @@ class QuantizerBase(ResizeOnLoad, nn.Module):
         self.register_buffer("observed_bits", torch.tensor(0.0))
 
     def _record(self, x: Tensor, bits) -> None:
-        self.observed_numel.fill_(x.numel())
-        self.observed_bits.fill_(float(bits))
+        if isinstance(bits, Tensor):
+            self.observed_numel.fill_(x.numel())
+            self.observed_bits.fill_(bits)
+            self._recorded = None
+            return
+        # Fixed widths record the same pair on every call; skip the two (launch-bound, on
+        # CUDA) buffer writes when nothing changed since the last one.
+        key = (x.numel(), float(bits))
+        if getattr(self, "_recorded", None) != key:
+            self.observed_numel.fill_(key[0])
+            self.observed_bits.fill_(key[1])
+            self._recorded = key
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._recorded = None
 
     def storage_bits(self) -> float:
         """Average bits per element of the last tensor (``nominal_bits`` if none yet)."""
