@@ -7,7 +7,9 @@ tensor, per row and per column at 8 and 4 bits, with both gradient rules: checks
 Triton forward and backward are bitwise equal to :func:`qgnn.quant.functional.fake_quantize_reference`
 on the GPU, and times both (median of ``triton.testing.do_bench``), forward alone and
 forward + backward, against the floor ``bytes / copy bandwidth`` (forward: read ``x``, write
-the output; the clipped backward also reads the gradient and writes its own).
+the output; the clipped backward also reads the gradient and writes its own). Then the same
+check and timing for a whole ``FakeQuantize`` call in train mode (observer update, grid
+formed from its range on chip, rounding) against ``FakeQuantize(fused=False)``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,32 @@ def main() -> int:
                       f"{t['torch_fwd'] * 1e3:6.1f} ({t['torch_fwd'] / t['fused_fwd']:.1f}x; floor "
                       f"{row['floor_fwd_ms'] * 1e3:.0f}) | fwd+bwd {t['fused_fwdbwd'] * 1e3:6.1f} vs "
                       f"{t['torch_fwdbwd'] * 1e3:6.1f} ({t['torch_fwdbwd'] / t['fused_fwdbwd']:.1f}x)", flush=True)
+    # FakeQuantize itself (observer update + grid from its range + rounding), train mode:
+    # the fused path forms (scale, zero point) on chip; fused=False runs the torch ops.
+    from qgnn.quant import FakeQuantize, MinMaxObserver
+
+    results["module_rows"] = []
+    for symmetric in (False, True):
+        for gran in ("per_tensor", "per_row", "per_column"):
+            for gradient in ("ste", "clipped"):
+                mods = [FakeQuantize(bits=4, symmetric=symmetric, gradient=gradient, fused=f,
+                                     observer=MinMaxObserver(0.1, gran)).cuda().train() for f in (True, False)]
+                outs, grads = [], []
+                for m in mods:
+                    m(x * 0.9)
+                    xa = x.clone().requires_grad_()
+                    out = m(xa)
+                    outs.append(out)
+                    grads.append(torch.autograd.grad(out, xa, g)[0])
+                t = {"fused_module_fwd": bench(lambda: mods[0](x)), "torch_module_fwd": bench(lambda: mods[1](x))}
+                row = {"symmetric": symmetric, "granularity": gran, "gradient": gradient,
+                       "forward_bitwise_equal": bool(torch.equal(outs[0], outs[1])),
+                       "grad_bitwise_equal": bool(torch.equal(grads[0], grads[1])), "times_ms": t}
+                results["module_rows"].append(row)
+                print(f"FakeQuantize sym={symmetric!s:5} {gran:10s} {gradient:7s} equal fwd="
+                      f"{row['forward_bitwise_equal']} grad={row['grad_bitwise_equal']} | module fwd "
+                      f"{t['fused_module_fwd'] * 1e3:6.1f} us vs torch ops {t['torch_module_fwd'] * 1e3:6.1f}",
+                      flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     return 0
 

@@ -599,15 +599,20 @@ def _round_half_even(v):
 
 
 @triton.jit
-def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX,
+def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX, MIN_SCALE,
                       MODE: tl.constexpr, CLIPPED: tl.constexpr, BACKWARD: tl.constexpr,
-                      BLOCK: tl.constexpr):
+                      RANGE: tl.constexpr, BLOCK: tl.constexpr):
     """Fake quantization of ``N`` elements of ``x`` (rows of ``COLS``), as
     :func:`qgnn.quant.functional.fake_quantize` computes it: ``"ste"`` (``CLIPPED`` off)
     ``q = clamp(round(x / s) + z, QMIN, QMAX)``; ``"clipped"`` ``q = round(clamp(x / s + z,
     QMIN, QMAX))``; ``out = (q - z) * s``. ``MODE``: scale / zero point per tensor (0), per
     row (1) or per column (2). ``BACKWARD`` (clipped only): ``out = (g * s) / s`` where
-    ``QMIN <= x / s + z <= QMAX``, else 0 (what autograd gives through those ops)."""
+    ``QMIN <= x / s + z <= QMAX``, else 0 (what autograd gives through those ops).
+
+    ``RANGE`` 0: ``sc_ptr`` / ``zp_ptr`` hold the scale and zero point. 1 / 2: they hold the
+    observer's ``min`` / ``max``, and ``(s, z)`` are formed here as
+    :func:`~qgnn.quant.functional.affine_qparams` (1) or
+    :func:`~qgnn.quant.functional.symmetric_qparams` (2) form them."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -620,6 +625,15 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX
     else:
         s = tl.load(sc_ptr + offs % COLS, mask=mask, other=1.0)
         z = tl.load(zp_ptr + offs % COLS, mask=mask, other=0.0)
+    if RANGE == 1:
+        lo = tl.minimum(s, 0.0)
+        hi = tl.maximum(z, 0.0)
+        s = tl.maximum(tl.math.div_rn(hi - lo, QMAX - QMIN), MIN_SCALE)
+        z = tl.minimum(tl.maximum(QMIN - _round_half_even(tl.math.div_rn(lo, s)), QMIN), QMAX)
+    elif RANGE == 2:
+        s = tl.maximum(tl.math.div_rn(tl.maximum(tl.abs(s), tl.abs(z)), tl.maximum(QMAX, 1.0)),
+                       MIN_SCALE)
+        z = s * 0.0
     t = tl.math.div_rn(x, s)
     if BACKWARD:
         v = t + z

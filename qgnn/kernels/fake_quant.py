@@ -35,21 +35,25 @@ def grid_mode(x: Tensor, scale: Tensor) -> Optional[int]:
     return None
 
 
-def _flat(t, x: Tensor) -> Tensor:
-    return torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1).contiguous()
+def _flat(t: Tensor, x: Tensor) -> Tensor:
+    return t.to(dtype=torch.float32, device=x.device).reshape(-1).contiguous()
 
 
-def _launch(x: Tensor, scale: Tensor, zero_point, qmin, qmax, clipped: bool, mode: int,
+RANGES = {"given": 0, "affine": 1, "symmetric": 2}
+
+
+def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: int, rng: int,
             grad: Optional[Tensor] = None) -> Tensor:
+    """``a``, ``b``: flat float32 scale / zero point (``rng`` 0) or min / max (1, 2)."""
     from qgnn.kernels import _triton_kernels as tk
+    from qgnn.quant.functional import MIN_SCALE
 
     out = torch.empty_like(x)
     n = x.numel()
     cols = max(x[0].numel(), 1) if x.dim() else 1
     tk.fake_quant_kernel[(max(1, -(-n // BLOCK)),)](
-        x, _flat(scale, x), _flat(zero_point, x), grad if grad is not None else x, out,
-        n, cols, float(qmin), float(qmax),
-        MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, BLOCK=BLOCK, num_warps=4,
+        x, a, b, grad if grad is not None else x, out, n, cols, float(qmin), float(qmax), MIN_SCALE,
+        MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng, BLOCK=BLOCK, num_warps=4,
     )
     return out
 
@@ -57,23 +61,24 @@ def _launch(x: Tensor, scale: Tensor, zero_point, qmin, qmax, clipped: bool, mod
 class FakeQuantizeFunction(torch.autograd.Function):
     """Forward: the fake-quantized ``x``. Backward: ``g`` (``"ste"``), or ``g`` where the
     value fell inside ``[qmin, qmax]`` and 0 where clamped (``"clipped"``, computed as torch's
-    autograd does, ``(g * scale) / scale``)."""
+    autograd does, ``(g * scale) / scale``). ``a``, ``b``: see :func:`_launch`."""
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin, qmax, clipped, mode):
-        ctx.args = (qmin, qmax, clipped, mode)
+    def forward(ctx, x, a, b, qmin, qmax, clipped, mode, rng):
+        ctx.args = (qmin, qmax, clipped, mode, rng)
         if clipped:
-            ctx.save_for_backward(x, scale, zero_point)
-        return _launch(x, scale, zero_point, qmin, qmax, clipped, mode)
+            # copies: an observer's min / max change in place at its next call
+            ctx.save_for_backward(x, a.clone() if rng else a, b.clone() if rng else b)
+        return _launch(x, a, b, qmin, qmax, clipped, mode, rng)
 
     @staticmethod
     def backward(ctx, grad):
-        qmin, qmax, clipped, mode = ctx.args
+        qmin, qmax, clipped, mode, rng = ctx.args
         if not clipped:
-            return grad, None, None, None, None, None, None
-        x, scale, zero_point = ctx.saved_tensors
-        dx = _launch(x, scale, zero_point, qmin, qmax, True, mode, grad.contiguous())
-        return dx, None, None, None, None, None, None
+            return (grad,) + (None,) * 7
+        x, a, b = ctx.saved_tensors
+        dx = _launch(x, a, b, qmin, qmax, True, mode, rng, grad.contiguous())
+        return (dx,) + (None,) * 7
 
 
 def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str) -> Optional[Tensor]:
@@ -93,5 +98,25 @@ def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str)
         return None
     if zero_t.numel() != scale_t.numel():
         zero_t = zero_t.expand(scale_t.shape)
-    return FakeQuantizeFunction.apply(x, scale_t.detach(), zero_t.detach(), qmin, qmax,
-                                      gradient == "clipped", mode)
+    return FakeQuantizeFunction.apply(x, _flat(scale_t, x), _flat(zero_t, x), qmin, qmax,
+                                      gradient == "clipped", mode, RANGES["given"])
+
+
+def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, qmin: int,
+                                   qmax: int, symmetric: bool, granularity: str,
+                                   gradient: str) -> Optional[Tensor]:
+    """:func:`fused_fake_quantize` with the grid formed on chip from an observer's range,
+    as ``FakeQuantize.qparams`` forms it (symmetric or affine), instead of by a dozen small
+    torch ops per call. ``min_val`` / ``max_val``: ``()``, ``(R,)`` or ``(C,)`` for
+    ``granularity`` per tensor, per row or per column. ``None`` where it does not apply."""
+    if x.dtype != torch.float32 or not x.is_contiguous() or x.numel() == 0 or x.dim() == 0:
+        return None
+    if min_val.dtype != torch.float32 or max_val.shape != min_val.shape:
+        return None
+    mode = {"per_tensor": 0, "per_row": 1, "per_column": 2}.get(granularity)
+    want = {0: 1, 1: x.shape[0], 2: x[0].numel()}.get(mode)
+    if mode is None or min_val.numel() != want:
+        return None
+    rng = RANGES["symmetric" if symmetric else "affine"]
+    return FakeQuantizeFunction.apply(x, min_val.reshape(-1), max_val.reshape(-1), qmin, qmax,
+                                      gradient == "clipped", mode, rng)

@@ -28,6 +28,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from qgnn.kernels._common import use_triton
+from qgnn.kernels.fake_quant import fused_fake_quantize_from_range
 from qgnn.kernels.lowbit import CodeGrid
 from qgnn.quant import functional as QF
 from qgnn.quant.context import QuantContext
@@ -145,6 +147,13 @@ class FakeQuantize(QuantizerBase):
         """Fake-quantize with the current range, without observing."""
         if not self.observer.ready:
             return x
+        if self.fused and use_triton(x):
+            obs = self.observer
+            out = fused_fake_quantize_from_range(x, obs.min_val, obs.max_val, self.qmin, self.qmax,
+                                                 self.symmetric, self.granularity, self.gradient)
+            if out is not None:
+                self._record(x, self.bits)
+                return out
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
         return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)

@@ -65,9 +65,12 @@ def test_config_switch_keeps_the_torch_ops(force_triton, monkeypatch):
     from qgnn.nn import NodeClassifier
     from qgnn.quant import QuantConfig, build_quantization
 
+    from qgnn.quant import quantizers
+
     calls = []
-    real = fake_quant.fused_fake_quantize
-    monkeypatch.setattr(QF, "fused_fake_quantize", lambda *a: calls.append(1) or real(*a))
+    real = fake_quant.fused_fake_quantize_from_range
+    monkeypatch.setattr(quantizers, "fused_fake_quantize_from_range",
+                        lambda *a: calls.append(1) or real(*a))
     graph = Graph.from_edges([0, 1, 2, 3], [1, 2, 3, 0])
     x = torch.rand(4, 5)
     outs = []
@@ -80,3 +83,29 @@ def test_config_switch_keeps_the_torch_ops(force_triton, monkeypatch):
         outs.append(model.train()(graph, x))
         assert bool(calls) == fused
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("gradient", ["ste", "clipped"])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_row", "per_column"])
+def test_fakequantize_grid_from_the_range_on_chip(force_triton, gradient, symmetric, granularity):
+    """FakeQuantize's fused path forms (scale, zero point) from the observer's range in the
+    kernel; values and gradients equal the torch ops' (``fused=False``) bit for bit,
+    including a constant group (the minimum step) and an all-negative one."""
+    from qgnn.quant import FakeQuantize, MinMaxObserver
+
+    x = torch.randn(23, 7) * 4
+    x[3] = 0.5  # a constant row
+    x[:, 2] = -torch.rand(23) - 0.1  # a negative column
+    outs, grads = [], []
+    for fused in (True, False):
+        q = FakeQuantize(bits=4, symmetric=symmetric, gradient=gradient, fused=fused,
+                         observer=MinMaxObserver(momentum=0.3, granularity=granularity)).train()
+        q(x * 0.7)  # a first range, then a momentum update
+        xa = x.clone().requires_grad_()
+        out = q(xa)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out, xa, torch.randn(23, 7, generator=torch.Generator().manual_seed(1)))[0])
+    assert "FakeQuantizeFunction" in type(outs[0].grad_fn).__name__
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(grads[0], grads[1])
