@@ -600,8 +600,8 @@ def _round_half_even(v):
 
 @triton.jit
 def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX, MIN_SCALE,
-                      MODE: tl.constexpr, CLIPPED: tl.constexpr, BACKWARD: tl.constexpr,
-                      RANGE: tl.constexpr, BLOCK: tl.constexpr):
+                      INV_DIV, MODE: tl.constexpr, CLIPPED: tl.constexpr, BACKWARD: tl.constexpr,
+                      RANGE: tl.constexpr, RECIPROCAL: tl.constexpr, BLOCK: tl.constexpr):
     """Fake quantization of ``N`` elements of ``x`` (rows of ``COLS``), as
     :func:`qgnn.quant.functional.fake_quantize` computes it: ``"ste"`` (``CLIPPED`` off)
     ``q = clamp(round(x / s) + z, QMIN, QMAX)``; ``"clipped"`` ``q = round(clamp(x / s + z,
@@ -612,7 +612,10 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX
     ``RANGE`` 0: ``sc_ptr`` / ``zp_ptr`` hold the scale and zero point. 1 / 2: they hold the
     observer's ``min`` / ``max``, and ``(s, z)`` are formed here as
     :func:`~qgnn.quant.functional.affine_qparams` (1) or
-    :func:`~qgnn.quant.functional.symmetric_qparams` (2) form them."""
+    :func:`~qgnn.quant.functional.symmetric_qparams` (2) form them. Their division by the
+    number of levels (``QMAX - QMIN``, or ``max(QMAX, 1)``) is by a Python number, which
+    torch does on CUDA as a product with its float32 reciprocal ``INV_DIV`` and on the CPU
+    as a division: ``RECIPROCAL`` picks the same."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -628,11 +631,19 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX
     if RANGE == 1:
         lo = tl.minimum(s, 0.0)
         hi = tl.maximum(z, 0.0)
-        s = tl.maximum(tl.math.div_rn(hi - lo, QMAX - QMIN), MIN_SCALE)
+        if RECIPROCAL:
+            s = (hi - lo) * INV_DIV
+        else:
+            s = tl.math.div_rn(hi - lo, QMAX - QMIN)
+        s = tl.maximum(s, MIN_SCALE)
         z = tl.minimum(tl.maximum(QMIN - _round_half_even(tl.math.div_rn(lo, s)), QMIN), QMAX)
     elif RANGE == 2:
-        s = tl.maximum(tl.math.div_rn(tl.maximum(tl.abs(s), tl.abs(z)), tl.maximum(QMAX, 1.0)),
-                       MIN_SCALE)
+        absmax = tl.maximum(tl.abs(s), tl.abs(z))
+        if RECIPROCAL:
+            s = absmax * INV_DIV
+        else:
+            s = tl.math.div_rn(absmax, tl.maximum(QMAX, 1.0))
+        s = tl.maximum(s, MIN_SCALE)
         z = s * 0.0
     t = tl.math.div_rn(x, s)
     if BACKWARD:

@@ -51,9 +51,12 @@ def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: in
     out = torch.empty_like(x)
     n = x.numel()
     cols = max(x[0].numel(), 1) if x.dim() else 1
+    levels = (qmax - qmin) if rng == RANGES["affine"] else max(qmax, 1)
+    inv = (torch.ones((), dtype=torch.float32) / levels).item()  # torch's float32 reciprocal on CUDA
     tk.fake_quant_kernel[(max(1, -(-n // BLOCK)),)](
         x, a, b, grad if grad is not None else x, out, n, cols, float(qmin), float(qmax), MIN_SCALE,
-        MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng, BLOCK=BLOCK, num_warps=4,
+        inv, MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng,
+        RECIPROCAL=x.is_cuda, BLOCK=BLOCK, num_warps=4,
     )
     return out
 
