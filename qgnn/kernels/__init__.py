@@ -1,9 +1,11 @@
-"""Fused kernels: LoRAP injection and CSR aggregation with a LoRAP epilogue.
+"""Fused kernels: LoRAP injection, CSR aggregation (with a LoRAP epilogue, or gathering
+packed low-bit codes) and one-pass fake quantization.
 
 Each public function runs a Triton kernel when its tensors are on CUDA (or when
 ``QGNN_FORCE_TRITON=1``) and a readable torch reference with the same signature otherwise;
-triton is optional. See the docstrings of :mod:`qgnn.kernels.lorap` and
-:mod:`qgnn.kernels.aggregate` for shapes.
+triton is optional. See the docstrings of :mod:`qgnn.kernels.lorap`,
+:mod:`qgnn.kernels.aggregate`, :mod:`qgnn.kernels.lowbit` and :mod:`qgnn.kernels.fake_quant`
+for shapes.
 """
 
 from qgnn.kernels._common import triton_available
@@ -18,6 +20,7 @@ from qgnn.kernels.aggregate import (
     graph_plan,
 )
 from qgnn.kernels.lorap import lorap_inject, lorap_reference
+from qgnn.kernels.lowbit import CodeGrid, PackedRows, pack_rows, pack_rows_reference
 
 __all__ = [
     "lorap_inject",
@@ -31,4 +34,8 @@ __all__ = [
     "CSRPlan",
     "graph_plan",
     "triton_available",
+    "CodeGrid",
+    "PackedRows",
+    "pack_rows",
+    "pack_rows_reference",
 ]
