@@ -8,10 +8,14 @@ size each one is a full pass over the tensor.
 
 Shapes: ``x`` ``(R, *C)`` float32; ``scale`` and ``zero_point`` one number (per tensor), one
 per row (``(R, 1, ...)``) or one per column (``C`` values, broadcasting from the right).
+
+:func:`fused_fake_quantize` takes the grid; :func:`fused_fake_quantize_from_range` forms it
+on chip from an observer's min / max (what ``FakeQuantize`` uses).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -42,6 +46,12 @@ def _flat(t: Tensor, x: Tensor) -> Tensor:
 RANGES = {"given": 0, "affine": 1, "symmetric": 2}
 
 
+@functools.lru_cache(maxsize=None)
+def _float32_reciprocal(levels: int) -> float:
+    """``1 / levels`` rounded to float32, as torch forms it to divide by a number on CUDA."""
+    return (torch.ones((), dtype=torch.float32) / levels).item()
+
+
 def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: int, rng: int,
             grad: Optional[Tensor] = None) -> Tensor:
     """``a``, ``b``: flat float32 scale / zero point (``rng`` 0) or min / max (1, 2)."""
@@ -52,7 +62,7 @@ def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: in
     n = x.numel()
     cols = max(x[0].numel(), 1) if x.dim() else 1
     levels = (qmax - qmin) if rng == RANGES["affine"] else max(qmax, 1)
-    inv = (torch.ones((), dtype=torch.float32) / levels).item()  # torch's float32 reciprocal on CUDA
+    inv = _float32_reciprocal(int(levels))
     tk.fake_quant_kernel[(max(1, -(-n // BLOCK)),)](
         x, a, b, grad if grad is not None else x, out, n, cols, float(qmin), float(qmax), MIN_SCALE,
         inv, MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng,
