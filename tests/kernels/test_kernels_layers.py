@@ -46,7 +46,7 @@ def spy_packed(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("arch", ["gcn", "gin"])
+@pytest.mark.parametrize("arch", ["gcn", "gin", "gat"])
 @pytest.mark.parametrize("method,bits", [("qat", 8), ("qat", 4), ("dq", 4), ("a2q", 4), ("qat", 2)])
 def test_triton_low_bit_path_matches_torch(force_triton, monkeypatch, arch, method, bits):
     graph, x = small_graph(), torch.rand(30, 12)
@@ -69,10 +69,12 @@ def test_triton_low_bit_path_matches_torch(force_triton, monkeypatch, arch, meth
                     assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
     # GCN gathers its feature quantizer's output (DQ: only at evaluation, when nothing is
     # masked; A2Q's per-channel steps: always); GIN its input quantizer's at evaluation.
-    if arch == "gcn" or method in ("qat", "dq"):
+    if arch == "gcn" or (arch == "gin" and method in ("qat", "dq")):
         assert seen and set(seen) == {bits}
-    if arch == "gin" and method == "a2q":
-        assert not seen  # A2Q's node-wise input quantizer has per-node bit widths
+    if arch == "gat" or (arch == "gin" and method == "a2q"):
+        # GAT's (E, heads) attention weights keep the torch path; A2Q's node-wise input
+        # quantizer has per-node bit widths (no single grid)
+        assert not seen
 
 
 def test_low_bit_gather_off_and_torch_kernel_gather_floats(force_triton, monkeypatch):
