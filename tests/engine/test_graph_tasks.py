@@ -238,8 +238,11 @@ def test_bench_train_epoch_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     result = run_cli(REPO / "benchmarks" / "bench_train_epoch.py", "--config", REPO / "configs/ogbn_arxiv_gcn_fp32.yaml",
                      "--device", "cpu", "--synthetic-arxiv", "--synthetic-size", "400,1500,16,5",
-                     "--epochs", "3", "--warmup", "1", "--threads", "1", "--out", out)
+                     "--epochs", "3", "--warmup", "1", "--threads", "1", "--out", out,
+                     "--profile", tmp_path / "profile.txt")
     assert result.returncode == 0, result.stderr
+    profile = (tmp_path / "profile.txt").read_text()
+    assert "== train epoch" in profile and "== evaluation" in profile and "aten::" in profile
     report = json.loads(out.read_text())
     assert report["epochs_timed"] == 3 and len(report["seconds_per_epoch_all"]) == 3
     assert report["seconds_per_epoch"] == pytest.approx(float(np.median(report["seconds_per_epoch_all"])))
