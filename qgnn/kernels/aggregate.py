@@ -88,7 +88,8 @@ class CSRPlan:
         of a whole-row segment, or ``-(p + 1)`` for the ``p``-th piece of a long row.
         heavy_rows ``(H,)``: rows split into pieces; heavy_pieces ``(H,)`` int32 and
         piece_first ``(H,)``: how many pieces each has and the first of them (a row's pieces
-        are consecutive); piece_heavy ``(P,)``: which of them each piece belongs to. inv_deg ``(N,)`` float32: ``1 / max(in_degree, 1)``.
+        are consecutive); piece_heavy ``(P,)``: which of them each piece belongs to.
+        inv_deg ``(N,)`` float32: ``1 / max(in_degree, 1)``.
     """
 
     def __init__(self, indptr: Tensor, indices: Tensor, max_segment: int = MAX_SEGMENT):
