@@ -16,19 +16,8 @@
 set -euo pipefail
 OUT=$1
 EPOCHS=${2:-20}
-PY=${PYTHON:-python3}
-ROOT="$OUT/arxiv_root"
-mkdir -p "$OUT"
-if [ ! -d "$ROOT/ogbn_arxiv" ]; then
-    $PY -c "from qgnn.data.ogb import write_synthetic_ogb as w; w('$ROOT', 'ogbn_arxiv', 169343, 1166243, 128, 40, seed=0)"
-fi
-run() {  # NAME [--set ...]
-    local name=$1
-    shift
-    $PY benchmarks/bench_train_epoch.py --config configs/ogbn_arxiv_gcn_fp32.yaml --device cuda \
-        --data-root "$ROOT" --set data.name=ogbn_arxiv --epochs "$EPOCHS" "$@" \
-        --out "$OUT/agg_$name.json" >/dev/null
-}
+PREFIX=agg
+source "$(dirname "$0")/arxiv_epoch_common.sh"
 AGG_TORCH=(--set model.agg_kernel=torch)
 AGG_TRITON=(--set model.agg_kernel=triton)
 NO_LOWBIT=(--set quant.low_bit_gather=false)

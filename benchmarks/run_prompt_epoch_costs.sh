@@ -11,25 +11,14 @@
 set -euo pipefail
 OUT=$1
 EPOCHS=${2:-20}
-PY=${PYTHON:-python3}
-ROOT="$OUT/arxiv_root"
-mkdir -p "$OUT"
-if [ ! -d "$ROOT/ogbn_arxiv" ]; then
-    $PY -c "from qgnn.data.ogb import write_synthetic_ogb as w; w('$ROOT', 'ogbn_arxiv', 169343, 1166243, 128, 40, seed=0)"
-fi
+PREFIX=arxiv
+source "$(dirname "$0")/arxiv_epoch_common.sh"
 Q=(--set quant.method=qat --set quant.weight_bits=4 --set quant.act_bits=4)
-run() {  # NAME [--set ...]
-    local name=$1
-    shift
-    $PY benchmarks/bench_train_epoch.py --config configs/ogbn_arxiv_gcn_fp32.yaml --device cuda \
-        --data-root "$ROOT" --set data.name=ogbn_arxiv --epochs "$EPOCHS" "${Q[@]}" "$@" \
-        --out "$OUT/arxiv_$name.json" >/dev/null
-}
-run none
-run lorap --set prompt.aggregation=lorap
-run gpf_plus --set prompt.node=gpf_plus
-run gpf_lorap --set prompt.node=gpf_plus --set prompt.aggregation=lorap
-run gpf_lorap_torch --set prompt.node=gpf_plus --set prompt.aggregation=lorap --set prompt.fused=false
+run none "${Q[@]}"
+run lorap "${Q[@]}" --set prompt.aggregation=lorap
+run gpf_plus "${Q[@]}" --set prompt.node=gpf_plus
+run gpf_lorap "${Q[@]}" --set prompt.node=gpf_plus --set prompt.aggregation=lorap
+run gpf_lorap_torch "${Q[@]}" --set prompt.node=gpf_plus --set prompt.aggregation=lorap --set prompt.fused=false
 $PY - "$OUT" <<'PYEOF'
 import json, sys
 from pathlib import Path
