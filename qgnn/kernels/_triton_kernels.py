@@ -599,9 +599,10 @@ def _round_half_even(v):
 
 
 @triton.jit
-def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX, MIN_SCALE,
-                      INV_DIV, MODE: tl.constexpr, CLIPPED: tl.constexpr, BACKWARD: tl.constexpr,
-                      RANGE: tl.constexpr, RECIPROCAL: tl.constexpr, BLOCK: tl.constexpr):
+def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, COLS, QMIN, QMAX,
+                      MIN_SCALE, INV_DIV, MODE: tl.constexpr, CLIPPED: tl.constexpr,
+                      BACKWARD: tl.constexpr, RANGE: tl.constexpr, RECIPROCAL: tl.constexpr,
+                      GRID_OUT: tl.constexpr, BLOCK: tl.constexpr):
     """Fake quantization of ``N`` elements of ``x`` (rows of ``COLS``), as
     :func:`qgnn.quant.functional.fake_quantize` computes it: ``"ste"`` (``CLIPPED`` off)
     ``q = clamp(round(x / s) + z, QMIN, QMAX)``; ``"clipped"`` ``q = round(clamp(x / s + z,
@@ -615,7 +616,9 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX
     :func:`~qgnn.quant.functional.symmetric_qparams` (2) form them. Their division by the
     number of levels (``QMAX - QMIN``, or ``max(QMAX, 1)``) is by a Python number, which
     torch does on CUDA as a product with its float32 reciprocal ``INV_DIV`` and on the CPU
-    as a division: ``RECIPROCAL`` picks the same."""
+    as a division: ``RECIPROCAL`` picks the same. ``GRID_OUT``: also write the ``(s, z)`` so
+    formed to ``gs_ptr`` / ``gz_ptr`` (one value each per tensor, row or column), the grid
+    that the low-bit gather packs the output on."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -645,6 +648,20 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, N, COLS, QMIN, QMAX
             s = tl.math.div_rn(absmax, tl.maximum(QMAX, 1.0))
         s = tl.maximum(s, MIN_SCALE)
         z = s * 0.0
+    if GRID_OUT:
+        if MODE == 0:
+            if tl.program_id(0) == 0:
+                tl.store(gs_ptr, s)
+                tl.store(gz_ptr, z)
+        else:
+            if MODE == 1:  # the first element of each row writes the row's pair
+                gi = offs // COLS
+                gm = mask & (offs % COLS == 0)
+            else:          # the first row writes the columns' pairs
+                gi = offs
+                gm = offs < COLS
+            tl.store(gs_ptr + gi, s, mask=gm)
+            tl.store(gz_ptr + gi, z, mask=gm)
     t = tl.math.div_rn(x, s)
     if BACKWARD:
         v = t + z

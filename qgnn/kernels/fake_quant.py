@@ -53,8 +53,10 @@ def _float32_reciprocal(levels: int) -> float:
 
 
 def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: int, rng: int,
-            grad: Optional[Tensor] = None) -> Tensor:
-    """``a``, ``b``: flat float32 scale / zero point (``rng`` 0) or min / max (1, 2)."""
+            grad: Optional[Tensor] = None, grid_out: Optional[Tensor] = None) -> Tensor:
+    """``a``, ``b``: flat float32 scale / zero point (``rng`` 0) or min / max (1, 2).
+    ``grid_out`` ``(2, G)`` float32 (forward with ``rng`` 1 or 2): receives the scale and
+    zero point formed on chip, ``G`` = 1, rows or columns as ``mode``."""
     from qgnn.kernels import _triton_kernels as tk
     from qgnn.quant.functional import MIN_SCALE
 
@@ -63,10 +65,11 @@ def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: in
     cols = max(x[0].numel(), 1) if x.dim() else 1
     levels = (qmax - qmin) if rng == RANGES["affine"] else max(qmax, 1)
     inv = _float32_reciprocal(int(levels))
+    gs, gz = (grid_out[0], grid_out[1]) if grid_out is not None else (x, x)
     tk.fake_quant_kernel[(max(1, -(-n // BLOCK)),)](
-        x, a, b, grad if grad is not None else x, out, n, cols, float(qmin), float(qmax), MIN_SCALE,
-        inv, MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng,
-        RECIPROCAL=x.is_cuda, BLOCK=BLOCK, num_warps=4,
+        x, a, b, grad if grad is not None else x, out, gs, gz, n, cols, float(qmin), float(qmax),
+        MIN_SCALE, inv, MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng,
+        RECIPROCAL=x.is_cuda, GRID_OUT=grid_out is not None, BLOCK=BLOCK, num_warps=4,
     )
     return out
 
@@ -77,21 +80,21 @@ class FakeQuantizeFunction(torch.autograd.Function):
     autograd does, ``(g * scale) / scale``). ``a``, ``b``: see :func:`_launch`."""
 
     @staticmethod
-    def forward(ctx, x, a, b, qmin, qmax, clipped, mode, rng):
+    def forward(ctx, x, a, b, qmin, qmax, clipped, mode, rng, grid_out=None):
         ctx.args = (qmin, qmax, clipped, mode, rng)
         if clipped:
             # copies: an observer's min / max change in place at its next call
             ctx.save_for_backward(x, a.clone() if rng else a, b.clone() if rng else b)
-        return _launch(x, a, b, qmin, qmax, clipped, mode, rng)
+        return _launch(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=grid_out)
 
     @staticmethod
     def backward(ctx, grad):
         qmin, qmax, clipped, mode, rng = ctx.args
         if not clipped:
-            return (grad,) + (None,) * 7
+            return (grad,) + (None,) * 8
         x, a, b = ctx.saved_tensors
         dx = _launch(x, a, b, qmin, qmax, True, mode, rng, grad.contiguous())
-        return (dx,) + (None,) * 7
+        return (dx,) + (None,) * 8
 
 
 def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str) -> Optional[Tensor]:
@@ -117,11 +120,16 @@ def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str)
 
 def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, qmin: int,
                                    qmax: int, symmetric: bool, granularity: str,
-                                   gradient: str) -> Optional[Tensor]:
+                                   gradient: str, grid_out: Optional[Tensor] = None
+                                   ) -> Optional[Tensor]:
     """:func:`fused_fake_quantize` with the grid formed on chip from an observer's range,
     as ``FakeQuantize.qparams`` forms it (symmetric or affine), instead of by a dozen small
     torch ops per call. ``min_val`` / ``max_val``: ``()``, ``(R,)`` or ``(C,)`` for
-    ``granularity`` per tensor, per row or per column. ``None`` where it does not apply."""
+    ``granularity`` per tensor, per row or per column. ``None`` where it does not apply.
+
+    ``grid_out``: a ``(2, G)`` float32 tensor (``G`` = ``min_val.numel()``) that receives the
+    grid's scale and zero point, so that a caller (the low-bit gather) need not form them
+    again."""
     if x.dtype != torch.float32 or not x.is_contiguous() or x.numel() == 0 or x.dim() == 0:
         return None
     if min_val.dtype != torch.float32 or max_val.shape != min_val.shape:
@@ -130,6 +138,8 @@ def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, 
     want = {0: 1, 1: x.shape[0], 2: x[0].numel()}.get(mode)
     if mode is None or min_val.numel() != want:
         return None
+    if grid_out is not None and tuple(grid_out.shape) != (2, want):
+        raise ValueError(f"grid_out must be (2, {want}), got {tuple(grid_out.shape)}.")
     rng = RANGES["symmetric" if symmetric else "affine"]
     return FakeQuantizeFunction.apply(x, min_val.reshape(-1), max_val.reshape(-1), qmin, qmax,
-                                      gradient == "clipped", mode, rng)
+                                      gradient == "clipped", mode, rng, grid_out)

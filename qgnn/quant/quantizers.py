@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
 from typing import Optional, Sequence
 
 import torch
@@ -149,11 +150,16 @@ class FakeQuantize(QuantizerBase):
             return x
         if self.fused and use_triton(x):
             obs = self.observer
+            # The kernel also writes the grid it forms, for code_grid (no second forming).
+            grid = torch.empty((2, obs.min_val.numel()), dtype=torch.float32, device=x.device)
             out = fused_fake_quantize_from_range(x, obs.min_val, obs.max_val, self.qmin, self.qmax,
-                                                 self.symmetric, self.granularity, self.gradient)
+                                                 self.symmetric, self.granularity, self.gradient,
+                                                 grid_out=grid)
             if out is not None:
                 self._record(x, self.bits)
+                self._last_grid = (weakref.ref(out), grid)
                 return out
+        self._last_grid = None
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
         return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
@@ -161,6 +167,10 @@ class FakeQuantize(QuantizerBase):
     def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
         if not self.observer.ready or y.dim() != 2:
             return None
+        last = getattr(self, "_last_grid", None)
+        if last is not None and last[0]() is y:  # y is the fused kernel's output
+            grid = last[1]
+            return CodeGrid(grid[0], grid[1], self.qmin, self.qmax, self.granularity)
         scale, zero_point = self.qparams(y)
         return CodeGrid(scale.detach().reshape(-1), zero_point.detach().reshape(-1),
                         self.qmin, self.qmax, self.granularity)

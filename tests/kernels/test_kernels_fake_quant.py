@@ -70,7 +70,7 @@ def test_config_switch_keeps_the_torch_ops(force_triton, monkeypatch):
     calls = []
     real = fake_quant.fused_fake_quantize_from_range
     monkeypatch.setattr(quantizers, "fused_fake_quantize_from_range",
-                        lambda *a: calls.append(1) or real(*a))
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     graph = Graph.from_edges([0, 1, 2, 3], [1, 2, 3, 0])
     x = torch.rand(4, 5)
     outs = []
@@ -109,3 +109,30 @@ def test_fakequantize_grid_from_the_range_on_chip(force_triton, gradient, symmet
     assert "FakeQuantizeFunction" in type(outs[0].grad_fn).__name__
     assert torch.equal(outs[0], outs[1])
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_row", "per_column"])
+def test_code_grid_of_the_fused_output_is_the_grid_it_used(force_triton, symmetric, granularity):
+    """The kernel writes the grid it formed; ``code_grid`` returns it for that output (no torch
+    ops), equal to the grid ``qparams`` forms, and forms it again for any other tensor."""
+    from qgnn.quant import FakeQuantize, MinMaxObserver
+
+    x = torch.randn(23, 7, generator=torch.Generator().manual_seed(3)) * 3
+    q = FakeQuantize(bits=4, symmetric=symmetric, signed=True,
+                     observer=MinMaxObserver(momentum=0.3, granularity=granularity)).train()
+    q(x * 0.7)
+    y = q(x)
+    grid = q.code_grid(y)
+    assert grid.scale.data_ptr() == q._last_grid[1][0].data_ptr()  # the kernel's own output
+    scale, zero = q.qparams(y)
+    assert torch.equal(grid.scale, scale.reshape(-1)) and torch.equal(grid.zero_point, zero.reshape(-1))
+    other = q.code_grid(y.clone())
+    assert other.scale.data_ptr() != grid.scale.data_ptr()
+    assert torch.equal(other.scale.reshape(-1), grid.scale)
+    # the grid describes y: its values are (c - zero) * scale with integer c in [qmin, qmax]
+    s, z = (grid.scale[:, None], grid.zero_point[:, None]) if granularity == "per_row" else \
+        (grid.scale, grid.zero_point)
+    codes = y / s + z
+    assert torch.allclose(codes, codes.round(), atol=1e-4)
+    assert codes.min() >= q.qmin - 1e-4 and codes.max() <= q.qmax + 1e-4
