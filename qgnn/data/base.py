@@ -72,6 +72,11 @@ class NodeDataset:
     num_classes: int
     task: str = "node-cls"
 
+    def __post_init__(self):
+        # Row-major features: readers may hand back column-major arrays (pandas does), and
+        # every row-wise kernel downstream (fused fake quantization, gathers) wants rows.
+        self.x = self.x.contiguous()
+
     @property
     def num_features(self) -> int:
         return int(self.x.shape[1])

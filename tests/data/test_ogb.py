@@ -54,6 +54,9 @@ def test_synthetic_statistics_as_written(tmp_path, name):
     assert (stats["train_nodes"], stats["val_nodes"], stats["test_nodes"]) == (180, 60, 60)
     assert _symmetric(ds.graph)
     assert ds.x.dtype == torch.float32 and ds.y.dtype == torch.int64
+    # row-major: pandas hands the CSV back column-major, which sent every first-layer input
+    # quantizer of a model down the slow non-contiguous path
+    assert ds.x.is_contiguous()
     label_file = "raw/node-label/paper/node-label.csv.gz" if name == "ogbn_mag" else "raw/node-label.csv.gz"
     written = pd.read_csv(folder / label_file, header=None).values.reshape(-1)
     assert ds.y.tolist() == written.tolist() and int(ds.y.max()) < C
