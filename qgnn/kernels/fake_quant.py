@@ -30,7 +30,8 @@ def grid_mode(x: Tensor, scale: Tensor) -> Optional[int]:
         return None
     if scale.numel() == 1:
         return 0
-    rows, cols = x.shape[0], x[0].numel()
+    rows = x.shape[0]
+    cols = x.numel() // rows if rows else 0
     if scale.dim() == x.dim() and scale.shape[0] == rows and scale.numel() == rows:
         return 1
     if scale.numel() == cols and tuple(scale.shape[-max(x.dim() - 1, 1):]) == tuple(x.shape[1:]) \
@@ -55,17 +56,17 @@ def _float32_reciprocal(levels: int) -> float:
 def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: int, rng: int,
             grad: Optional[Tensor] = None, grid_out: Optional[Tensor] = None) -> Tensor:
     """``a``, ``b``: flat float32 scale / zero point (``rng`` 0) or min / max (1, 2).
-    ``grid_out`` ``(2, G)`` float32 (forward with ``rng`` 1 or 2): receives the scale and
-    zero point formed on chip, ``G`` = 1, rows or columns as ``mode``."""
+    ``grid_out`` ``(scale, zero_point)``, two ``(G,)`` float32 tensors (forward with ``rng``
+    1 or 2): receive the grid formed on chip, ``G`` = 1, rows or columns as ``mode``."""
     from qgnn.kernels import _triton_kernels as tk
     from qgnn.quant.functional import MIN_SCALE
 
     out = torch.empty_like(x)
     n = x.numel()
-    cols = max(x[0].numel(), 1) if x.dim() else 1
+    cols = max(n // x.shape[0], 1) if x.dim() else 1  # not x[0].numel(): a view op per call
     levels = (qmax - qmin) if rng == RANGES["affine"] else max(qmax, 1)
     inv = _float32_reciprocal(int(levels))
-    gs, gz = (grid_out[0], grid_out[1]) if grid_out is not None else (x, x)
+    gs, gz = grid_out if grid_out is not None else (x, x)
     tk.fake_quant_kernel[(max(1, -(-n // BLOCK)),)](
         x, a, b, grad if grad is not None else x, out, gs, gz, n, cols, float(qmin), float(qmax),
         MIN_SCALE, inv, MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng,
@@ -127,19 +128,23 @@ def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, 
     torch ops per call. ``min_val`` / ``max_val``: ``()``, ``(R,)`` or ``(C,)`` for
     ``granularity`` per tensor, per row or per column. ``None`` where it does not apply.
 
-    ``grid_out``: a ``(2, G)`` float32 tensor (``G`` = ``min_val.numel()``) that receives the
-    grid's scale and zero point, so that a caller (the low-bit gather) need not form them
-    again."""
+    ``grid_out``: ``(scale, zero_point)``, two ``(G,)`` float32 tensors (``G`` =
+    ``min_val.numel()``) that receive the grid, so that a caller (the low-bit gather) need
+    not form it again."""
     if x.dtype != torch.float32 or not x.is_contiguous() or x.numel() == 0 or x.dim() == 0:
         return None
     if min_val.dtype != torch.float32 or max_val.shape != min_val.shape:
         return None
     mode = {"per_tensor": 0, "per_row": 1, "per_column": 2}.get(granularity)
-    want = {0: 1, 1: x.shape[0], 2: x[0].numel()}.get(mode)
-    if mode is None or min_val.numel() != want:
+    if mode is None:
         return None
-    if grid_out is not None and tuple(grid_out.shape) != (2, want):
-        raise ValueError(f"grid_out must be (2, {want}), got {tuple(grid_out.shape)}.")
+    want = (1, x.shape[0], x.numel() // x.shape[0])[mode]
+    if min_val.numel() != want or not (min_val.is_contiguous() and max_val.is_contiguous()):
+        return None
+    if grid_out is not None and any(t.numel() != want or t.dtype != torch.float32 for t in grid_out):
+        raise ValueError(f"grid_out must be two float32 tensors of {want} value(s), got "
+                         f"{[(tuple(t.shape), t.dtype) for t in grid_out]}.")
     rng = RANGES["symmetric" if symmetric else "affine"]
-    return FakeQuantizeFunction.apply(x, min_val.reshape(-1), max_val.reshape(-1), qmin, qmax,
+    # min_val / max_val go as they are: the kernel indexes them flat (no reshape views)
+    return FakeQuantizeFunction.apply(x, min_val, max_val, qmin, qmax,
                                       gradient == "clipped", mode, rng, grid_out)

@@ -103,14 +103,16 @@ def _grid_tensors(x: Tensor, grid: CodeGrid) -> tuple[Tensor, Tensor]:
     n, d = x.shape
     want = {"per_tensor": 1, "per_row": n, "per_column": d}[grid.granularity]
     f32 = torch.float32
-    scale = torch.as_tensor(grid.scale, dtype=f32, device=x.device).reshape(-1)
-    zero = torch.as_tensor(grid.zero_point, dtype=f32, device=x.device).reshape(-1)
+
+    def flat(t):  # () or (G,) as they come (the kernels index them flat): no view op per call
+        t = torch.as_tensor(t, dtype=f32, device=x.device)
+        return t.reshape(-1).contiguous() if t.dim() > 1 or not t.is_contiguous() else t
+
+    scale, zero = flat(grid.scale), flat(grid.zero_point)
     if scale.numel() != want or zero.numel() != want:
         raise ValueError(f"a {grid.granularity} grid for a ({n}, {d}) tensor needs {want} scale(s) "
                          f"and zero point(s), got {scale.numel()} and {zero.numel()}.")
-    if grid.granularity == "per_tensor":
-        scale, zero = scale.reshape(()), zero.reshape(())
-    return scale.contiguous(), (zero - grid.qmin).contiguous()
+    return scale, zero - grid.qmin
 
 
 def _check_pack(x: Tensor, grid: CodeGrid) -> int:

@@ -150,8 +150,13 @@ class FakeQuantize(QuantizerBase):
             return x
         if self.fused and use_triton(x):
             obs = self.observer
-            # The kernel also writes the grid it forms, for code_grid (no second forming).
-            grid = torch.empty((2, obs.min_val.numel()), dtype=torch.float32, device=x.device)
+            # The kernel also writes the grid it forms, for code_grid (no second forming),
+            # into a buffer kept across calls (no allocation per call).
+            grid = getattr(self, "_grid_buffer", None)
+            if grid is None or grid[0].numel() != obs.min_val.numel() or grid[0].device != x.device:
+                grid = tuple(torch.empty(obs.min_val.numel(), dtype=torch.float32, device=x.device)
+                             for _ in range(2))
+                self._grid_buffer = grid
             out = fused_fake_quantize_from_range(x, obs.min_val, obs.max_val, self.qmin, self.qmax,
                                                  self.symmetric, self.granularity, self.gradient,
                                                  grid_out=grid)
@@ -165,12 +170,15 @@ class FakeQuantize(QuantizerBase):
         return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
 
     def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
+        """The grid of ``y``. When ``y`` is this quantizer's last fused output, the grid is
+        the one its kernel wrote, in a buffer that the next call overwrites (stream-ordered
+        on the GPU): use it before calling the quantizer again, as the layers do."""
         if not self.observer.ready or y.dim() != 2:
             return None
         last = getattr(self, "_last_grid", None)
         if last is not None and last[0]() is y:  # y is the fused kernel's output
-            grid = last[1]
-            return CodeGrid(grid[0], grid[1], self.qmin, self.qmax, self.granularity)
+            scale, zero_point = last[1]
+            return CodeGrid(scale, zero_point, self.qmin, self.qmax, self.granularity)
         scale, zero_point = self.qparams(y)
         return CodeGrid(scale.detach().reshape(-1), zero_point.detach().reshape(-1),
                         self.qmin, self.qmax, self.granularity)
