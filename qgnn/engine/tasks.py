@@ -16,6 +16,7 @@ layers take no edge features.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -67,12 +68,15 @@ class NodeClassificationTask:
         logits = model(d.graph, d.x)
         train = d.splits["train"]
         loss = F.cross_entropy(logits[train], d.y[train]) + extra_loss(model)
-        check_finite(loss, model, logits)
         loss.backward()
+        # Read the loss once, after the backward is queued: a check between forward and
+        # backward would stall the GPU while the host launches the whole backward.
+        value = float(loss.detach())
+        check_finite(value, model, logits)
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-        return float(loss.detach())
+        return value
 
     @torch.no_grad()
     def evaluate(self, model) -> dict:
@@ -189,12 +193,13 @@ class _GraphTask:
             optimizer.zero_grad(set_to_none=True)
             out = model(graph, x)
             loss = self.loss(out, y) + extra_loss(model)
-            check_finite(loss, model, out)
             loss.backward()
+            value = float(loss.detach())  # one read per batch, after the backward is queued
+            check_finite(value, model, out)
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
-            total += float(loss.detach()) * y.shape[0]
+            total += value * y.shape[0]
             count += y.shape[0]
         return total / max(count, 1)
 
@@ -251,9 +256,10 @@ class GraphRegressionTask(_GraphTask):
         return float((outputs - targets.view_as(outputs)).abs().mean())
 
 
-def check_finite(loss: Tensor, model: torch.nn.Module, output: Tensor) -> None:
-    """Stop with the offending tensor named when the loss is NaN or infinite."""
-    if torch.isfinite(loss):
+def check_finite(loss: float, model: torch.nn.Module, output: Tensor) -> None:
+    """Stop with the offending tensor named when the loss is NaN or infinite (called before
+    the optimizer step, so the parameters are still those that gave this loss)."""
+    if math.isfinite(loss):
         return
     culprit = "the model output"
     if torch.isfinite(output).all():
@@ -262,7 +268,7 @@ def check_finite(loss: Tensor, model: torch.nn.Module, output: Tensor) -> None:
         if not torch.isfinite(param).all():
             culprit = f"parameter '{name}'"
             break
-    raise TrainingError(f"loss is {loss.item()}; first non-finite tensor: {culprit}.")
+    raise TrainingError(f"loss is {loss}; first non-finite tensor: {culprit}.")
 
 
 def make_task(dataset, device: torch.device, cfg: Optional[Config] = None):

@@ -160,3 +160,33 @@ def test_cli_eval_corrupt_checkpoint(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"\x00" * 100)
     result = run_cli("eval.py", "--checkpoint", str(tmp_path / "bad.pt"))
     assert result.returncode == 2 and "corrupt" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("poison", ["parameter", "input"])
+def test_non_finite_loss_names_the_culprit_before_any_update(poison):
+    """A NaN loss stops the epoch with the first non-finite tensor named, and the optimizer
+    step is not taken (the parameters stay those that gave the loss)."""
+    from qgnn.data import NodeDataset
+    from qgnn.engine.tasks import NodeClassificationTask
+    from qgnn.errors import TrainingError
+    from qgnn.graph import Graph
+    from qgnn.nn import NodeClassifier
+
+    graph = Graph.from_edges([0, 1, 2, 3], [1, 2, 3, 0])
+    x = torch.rand(4, 5)
+    if poison == "input":
+        x[2, 1] = float("nan")
+    splits = {k: torch.tensor([0, 1, 2, 3]) for k in ("train", "val", "test")}
+    task = NodeClassificationTask(NodeDataset("toy", graph, x, torch.tensor([0, 1, 0, 1]), splits, 2),
+                                  torch.device("cpu"))
+    model = NodeClassifier("gcn", 5, 8, 2, dropout=0.0)
+    if poison == "parameter":
+        with torch.no_grad():
+            model.convs[1].weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    culprit = "parameter 'convs.1.weight'" if poison == "parameter" else "the model output"
+    with pytest.raises(TrainingError, match=f"loss is nan; first non-finite tensor: {culprit}"):
+        task.train_epoch(model, optimizer, lambda m: torch.zeros(()))
+    after = model.state_dict()
+    assert all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before)
