@@ -98,6 +98,14 @@ class FakeQuantizeFunction(torch.autograd.Function):
         return (dx,) + (None,) * 8
 
 
+def _apply(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=None) -> Tensor:
+    """Through the autograd function where a gradient will flow, else the bare launch (its
+    bookkeeping costs host time on every evaluation call)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return FakeQuantizeFunction.apply(x, a, b, qmin, qmax, clipped, mode, rng, grid_out)
+    return _launch(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=grid_out)
+
+
 def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str) -> Optional[Tensor]:
     """The Triton fake quantization, or ``None`` where it does not apply (the caller then runs
     the torch ops): it needs a contiguous float32 ``x``, a per-tensor / per-row / per-column
@@ -115,8 +123,8 @@ def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str)
         return None
     if zero_t.numel() != scale_t.numel():
         zero_t = zero_t.expand(scale_t.shape)
-    return FakeQuantizeFunction.apply(x, _flat(scale_t, x), _flat(zero_t, x), qmin, qmax,
-                                      gradient == "clipped", mode, RANGES["given"])
+    return _apply(x, _flat(scale_t, x), _flat(zero_t, x), qmin, qmax, gradient == "clipped", mode,
+                  RANGES["given"])
 
 
 def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, qmin: int,
@@ -146,5 +154,4 @@ def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, 
                          f"{[(tuple(t.shape), t.dtype) for t in grid_out]}.")
     rng = RANGES["symmetric" if symmetric else "affine"]
     # min_val / max_val go as they are: the kernel indexes them flat (no reshape views)
-    return FakeQuantizeFunction.apply(x, min_val, max_val, qmin, qmax,
-                                      gradient == "clipped", mode, rng, grid_out)
+    return _apply(x, min_val, max_val, qmin, qmax, gradient == "clipped", mode, rng, grid_out)

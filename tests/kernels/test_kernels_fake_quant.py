@@ -136,3 +136,15 @@ def test_code_grid_of_the_fused_output_is_the_grid_it_used(force_triton, symmetr
     codes = y / s + z
     assert torch.allclose(codes, codes.round(), atol=1e-4)
     assert codes.min() >= q.qmin - 1e-4 and codes.max() <= q.qmax + 1e-4
+
+
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_row", "per_column"])
+def test_no_grad_calls_skip_the_autograd_function(force_triton, granularity):
+    """Without a gradient to carry the kernel runs bare (no autograd node), same values."""
+    x, scale, zero = grid((37, 19), granularity, -8, 7, seed=5)
+    ref = QF.fake_quantize_reference(x, scale, zero, -8, 7, "clipped")
+    with torch.no_grad():
+        out = QF.fake_quantize(x.clone().requires_grad_(), scale, zero, -8, 7, "clipped")
+    assert out.grad_fn is None and torch.equal(out, ref)
+    out = QF.fake_quantize(x, scale, zero, -8, 7, "clipped")  # x needs no gradient
+    assert out.grad_fn is None and torch.equal(out, ref)
