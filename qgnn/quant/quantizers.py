@@ -162,9 +162,10 @@ class FakeQuantize(QuantizerBase):
                                                  grid_out=grid)
             if out is not None:
                 self._record(x, self.bits)
-                self._last_grid = (weakref.ref(out), grid)
+                # plain attribute write: nn.Module.__setattr__ costs ~5 us a call
+                object.__setattr__(self, "_last_grid", (weakref.ref(out), grid))
                 return out
-        self._last_grid = None
+        object.__setattr__(self, "_last_grid", None)
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
         return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
@@ -547,7 +548,8 @@ class MaskedQuantizer(QuantizerBase):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = self.context.mask_for(self.kind, x.shape[0]) if self.training else None
-        self._protected_rows = mask is not None  # some rows may have passed in float
+        # some rows may have passed in float (plain attribute write, as FakeQuantize's)
+        object.__setattr__(self, "_protected_rows", mask is not None)
         if mask is None:
             out = self.quantizer(x)
         else:
