@@ -163,8 +163,7 @@ def lorap_fwd_stream_kernel(
     N, D, D_IN, K,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_A: tl.constexpr,
     K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
-    STORE_ALPHA: tl.constexpr, EVICT_SCORE: tl.constexpr = "", EVICT_OUT: tl.constexpr = "",
-    STORE_CACHE: tl.constexpr = "",
+    STORE_ALPHA: tl.constexpr,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -176,9 +175,7 @@ def lorap_fwd_stream_kernel(
     so k = 40 costs 32 + 16 columns of tensor-core work rather than 64. Pass 2 re-reads each
     ``s`` chunk (just read, so an L2 hit; pipelined ``STAGES_OUT`` deep), adds the rank-``R``
     product and writes it. ``STORE_ALPHA``: also write ``alpha`` ``(N, K)`` float32 for the
-    backward. ``EVICT_SCORE`` / ``EVICT_OUT``: L2 eviction policies of the two passes' loads of
-    ``s`` ("" the default; e.g. "evict_last" to keep the chunks for pass 2), ``STORE_CACHE``
-    the cache modifier of the ``out`` store (e.g. ".cs", streaming).
+    backward.
     """
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
@@ -193,8 +190,7 @@ def lorap_fwd_stream_kernel(
         cols = c0 + cc
         cmask = cols < D_IN
         zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
-                     mask=rmask[:, None] & cmask[None, :], other=0.0,
-                     eviction_policy=EVICT_SCORE).to(tl.float32)
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
         sa = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sa, 0, K_A, PREC)
         if K_B > 0:
             sb = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sb, K_A, K_B, PREC)
@@ -221,16 +217,14 @@ def lorap_fwd_stream_kernel(
         cols = c0 + cc
         cmask = cols < D
         m = rmask[:, None] & cmask[None, :]
-        res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0,
-                      eviction_policy=EVICT_OUT).to(tl.float32)
+        res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
         for j in tl.static_range(R):
             au_j = _alpha_u(alpha_a, u_ptr, ka, K, R, j)
             if K_B > 0:
                 au_j += _alpha_u(alpha_b, u_ptr, kb, K, R, j)
             v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
             res += au_j[:, None] * v_j[None, :]
-        tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m,
-                 cache_modifier=STORE_CACHE)
+        tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
 
 
 # --------------------------------------------------------------------------- LoRAP backward
@@ -315,7 +309,6 @@ def lorap_bwd_stream_kernel(
     N, D, D_IN, K,
     R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
     K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
-    EVICT_G: tl.constexpr = "", STORE_CACHE: tl.constexpr = "",
 ):
     """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``.
 
@@ -326,8 +319,6 @@ def lorap_bwd_stream_kernel(
     and the block's ``db_a`` and ``dU`` partial sums. Pass 2 (``FUSE_DZ``) writes
     ``dzs = d scores W_a (+ g when ADD_G)`` chunk by chunk, the product on the tensor cores.
     Partials are per program and summed by the caller: deterministic, no atomics.
-    ``EVICT_G``: L2 eviction policy of pass 1's loads of ``g`` (pass 2 reads them again with
-    ``ADD_G``); ``STORE_CACHE``: cache modifier of the ``dzs`` store ("" the defaults).
     """
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -349,8 +340,7 @@ def lorap_bwd_stream_kernel(
         cols = c0 + cc
         cmask = cols < D
         g = tl.load(g_ptr + rows64[:, None] * D + cols[None, :],
-                    mask=rmask[:, None] & cmask[None, :], other=0.0,
-                    eviction_policy=EVICT_G).to(tl.float32)
+                    mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
         for j in tl.static_range(R):
             v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
             d_au += tl.where(rr[None, :] == j, tl.sum(g * v_j[None, :], axis=1)[:, None], 0.0)
@@ -379,8 +369,7 @@ def lorap_bwd_stream_kernel(
             if ADD_G:  # D == D_IN here; this chunk of g was read in pass 1 (an L2 hit)
                 acc += tl.load(g_ptr + rows64[:, None] * D + cols[None, :], mask=m,
                                other=0.0).to(tl.float32)
-            tl.store(dzs_ptr + rows64[:, None] * D_IN + cols[None, :], acc, mask=m,
-                     cache_modifier=STORE_CACHE)
+            tl.store(dzs_ptr + rows64[:, None] * D_IN + cols[None, :], acc, mask=m)
 
 
 # --------------------------------------------------------------------------- CSR aggregation

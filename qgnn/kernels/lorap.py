@@ -69,11 +69,6 @@ STREAM_STAGES = 3
 # the pipelined output pass, 192 us without the split, 184 us with both.
 STREAM_STAGES_OUT = 3
 STREAM_SPLIT_K = True
-# Streamed forward: L2 eviction policy of pass 1's and pass 2's loads of s, and the cache
-# modifier of the out store ("" = the hardware default).
-STREAM_EVICT_SCORE = ""
-STREAM_EVICT_OUT = ""
-STREAM_STORE_CACHE = ""
 # Backward row pass: row block, warps, programs per SM (persistent grid; ~128 registers a
 # thread, so 16 warps fit on a multiprocessor), and whether it also forms ds (or dz)
 # itself (else cuBLAS does; 637 vs 671 us for the whole backward with tf32 off).
@@ -89,10 +84,6 @@ BWD_MODE = "stream"
 BWD_STREAM_BLOCK_M = 32
 BWD_STREAM_BLOCK_C = 64
 BWD_STREAM_WARPS = 2
-# Streamed backward: L2 eviction policy of pass 1's loads of g, cache modifier of the dzs
-# store ("" = the hardware default).
-BWD_STREAM_EVICT_G = ""
-BWD_STREAM_STORE_CACHE = ""
 
 
 def lorap_reference(
@@ -216,8 +207,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
             n, d, d_in, k,
             R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
             K_A=k_a, K_B=k_b, STAGES=num_stages or STREAM_STAGES, STAGES_OUT=STREAM_STAGES_OUT,
-            STORE_ALPHA=alpha_out is not None, EVICT_SCORE=STREAM_EVICT_SCORE,
-            EVICT_OUT=STREAM_EVICT_OUT, STORE_CACHE=STREAM_STORE_CACHE,
+            STORE_ALPHA=alpha_out is not None,
             num_warps=num_warps or STREAM_WARPS, num_stages=num_stages or STREAM_STAGES,
         )
         return out
@@ -289,7 +279,6 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     if stream:
         tk.lorap_bwd_stream_kernel[(progs,)](
             *args, BLOCK_C=block_c or BWD_STREAM_BLOCK_C, PREC=dot_precision(),
-            EVICT_G=BWD_STREAM_EVICT_G, STORE_CACHE=BWD_STREAM_STORE_CACHE,
             num_warps=num_warps or BWD_STREAM_WARPS, **common,
         )
     else:
