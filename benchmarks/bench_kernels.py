@@ -563,7 +563,8 @@ def main_quick(out_path) -> int:
 
 # ----------------------------------------------------------------------------- --stream
 STREAM_FLAGS = ("STREAM_BLOCK_M", "STREAM_BLOCK_C", "STREAM_WARPS", "STREAM_STAGES",
-                "STREAM_STAGES_OUT", "STREAM_SPLIT_K", "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C", "BWD_STREAM_WARPS")
+                "STREAM_STAGES_OUT", "STREAM_SPLIT_K", "STREAM_HOIST_AU", "STREAM_MAXNREG",
+                "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C", "BWD_STREAM_WARPS")
 
 
 def stream_correctness():
@@ -642,7 +643,8 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
         # Ablations of the two later changes, at the chosen tunables, with alpha written.
         alpha_abl = torch.empty(n, k, device="cuda")
         ablations = [{}, {"STREAM_STAGES_OUT": 1}, {"STREAM_SPLIT_K": False},
-                     {"STREAM_STAGES_OUT": 1, "STREAM_SPLIT_K": False}]
+                     {"STREAM_STAGES_OUT": 1, "STREAM_SPLIT_K": False}, {"STREAM_MAXNREG": None},
+                     {"STREAM_HOIST_AU": False}, {"STREAM_HOIST_AU": False, "STREAM_MAXNREG": None}]
         if not tf32:  # the exact-mode precision only applies with tf32 off
             ablations.append({"EXACT_DOT_PRECISION": "tf32x3"})
         for flags in ablations:

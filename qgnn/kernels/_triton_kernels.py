@@ -163,7 +163,7 @@ def lorap_fwd_stream_kernel(
     N, D, D_IN, K,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_A: tl.constexpr,
     K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
-    STORE_ALPHA: tl.constexpr,
+    STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -175,7 +175,9 @@ def lorap_fwd_stream_kernel(
     so k = 40 costs 32 + 16 columns of tensor-core work rather than 64. Pass 2 re-reads each
     ``s`` chunk (just read, so an L2 hit; pipelined ``STAGES_OUT`` deep), adds the rank-``R``
     product and writes it. ``STORE_ALPHA``: also write ``alpha`` ``(N, K)`` float32 for the
-    backward.
+    backward. ``HOIST_AU`` (``R <= 4``): form the ``R`` columns of ``alpha U`` once before
+    pass 2, so that ``alpha`` need not stay in registers through it; otherwise each chunk
+    forms them again.
     """
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
@@ -213,17 +215,44 @@ def lorap_fwd_stream_kernel(
         if K_B > 0:
             tl.store(alpha_ptr + rows64[:, None] * K + kb[None, :], alpha_b,
                      mask=rmask[:, None] & (kb < K)[None, :])
+    if HOIST_AU:  # one (BLOCK_M,) vector per rank, R <= 4
+        au0 = _alpha_u(alpha_a, u_ptr, ka, K, R, 0)
+        if K_B > 0:
+            au0 += _alpha_u(alpha_b, u_ptr, kb, K, R, 0)
+        if R > 1:
+            au1 = _alpha_u(alpha_a, u_ptr, ka, K, R, 1)
+            if K_B > 0:
+                au1 += _alpha_u(alpha_b, u_ptr, kb, K, R, 1)
+        if R > 2:
+            au2 = _alpha_u(alpha_a, u_ptr, ka, K, R, 2)
+            if K_B > 0:
+                au2 += _alpha_u(alpha_b, u_ptr, kb, K, R, 2)
+        if R > 3:
+            au3 = _alpha_u(alpha_a, u_ptr, ka, K, R, 3)
+            if K_B > 0:
+                au3 += _alpha_u(alpha_b, u_ptr, kb, K, R, 3)
     for c0 in tl.range(0, D, BLOCK_C, num_stages=STAGES_OUT):
         cols = c0 + cc
         cmask = cols < D
         m = rmask[:, None] & cmask[None, :]
         res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
-        for j in tl.static_range(R):
-            au_j = _alpha_u(alpha_a, u_ptr, ka, K, R, j)
-            if K_B > 0:
-                au_j += _alpha_u(alpha_b, u_ptr, kb, K, R, j)
-            v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
-            res += au_j[:, None] * v_j[None, :]
+        if HOIST_AU:
+            res += au0[:, None] * tl.load(v_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            if R > 1:
+                res += au1[:, None] * tl.load(v_ptr + D + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            if R > 2:
+                res += au2[:, None] * tl.load(v_ptr + 2 * D + cols, mask=cmask,
+                                              other=0.0).to(tl.float32)[None, :]
+            if R > 3:
+                res += au3[:, None] * tl.load(v_ptr + 3 * D + cols, mask=cmask,
+                                              other=0.0).to(tl.float32)[None, :]
+        else:
+            for j in tl.static_range(R):
+                au_j = _alpha_u(alpha_a, u_ptr, ka, K, R, j)
+                if K_B > 0:
+                    au_j += _alpha_u(alpha_b, u_ptr, kb, K, R, j)
+                v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
+                res += au_j[:, None] * v_j[None, :]
         tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
 
 

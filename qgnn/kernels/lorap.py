@@ -69,6 +69,14 @@ STREAM_STAGES = 3
 # the pipelined output pass, 192 us without the split, 184 us with both.
 STREAM_STAGES_OUT = 3
 STREAM_SPLIT_K = True
+# Streamed forward: form alpha U once before the output pass (frees alpha's registers), and
+# a cap on registers a thread (None: the compiler's choice). Nsight Compute on the kernel
+# without them: 210 registers a thread, so 2 blocks (8 warps) a multiprocessor and 32% of
+# DRAM bandwidth. One H200, tf32 off, alpha written (experiments/lorap_forward_occupancy.py):
+# 181 us without either, 162 us hoisted, 141 us hoisted and capped at 160 (0 spills, 12 warps
+# a multiprocessor; 152-168 gave 141-142 us, 128 gave 149 us with spills).
+STREAM_HOIST_AU = True
+STREAM_MAXNREG = 160
 # Backward row pass: row block, warps, programs per SM (persistent grid; ~128 registers a
 # thread, so 16 warps fit on a multiprocessor), and whether it also forms ds (or dz)
 # itself (else cuBLAS does; 637 vs 671 us for the whole backward with tf32 off).
@@ -84,6 +92,9 @@ BWD_MODE = "stream"
 BWD_STREAM_BLOCK_M = 32
 BWD_STREAM_BLOCK_C = 64
 BWD_STREAM_WARPS = 2
+# Register cap of the streamed backward (None: the compiler's choice). One H200: 418 us
+# uncapped, 476 / 419 us at 128 / 168; (64, 64, 4) blocks 412 us; no cap kept.
+BWD_STREAM_MAXNREG = None
 
 
 def lorap_reference(
@@ -168,7 +179,8 @@ def lorap_alpha(z, weight_a, bias_a) -> Tensor:
 
 
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
-                         mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None):
+                         mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
+                         stages_out=None, hoist_au=None, maxnreg=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
@@ -176,7 +188,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         alpha_out: optional ``(N, k)`` float32 buffer that receives ``alpha``.
         mode: ``"split"``, ``"fused"`` or ``"stream"``; ``None`` means :func:`fwd_mode`.
         block_m, num_warps, num_stages, block_c: override the tunables of the chosen mode
-            (``block_c``: column chunk of ``"stream"``).
+            (``block_c``: column chunk of ``"stream"``); stages_out, hoist_au, maxnreg: of
+            ``"stream"`` (``STREAM_STAGES_OUT``, ``STREAM_HOIST_AU``, ``STREAM_MAXNREG``).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -201,14 +214,17 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         block_m = block_m or STREAM_BLOCK_M
         block_c = block_c or STREAM_BLOCK_C
         k_a, k_b = _score_parts(k, STREAM_SPLIT_K)
+        maxnreg = maxnreg or STREAM_MAXNREG
+        extra = {"maxnreg": maxnreg} if maxnreg else {}
         tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
             s, s if z is None else z, weight_a, bias_a, U, V, out,
             alpha_out if alpha_out is not None else out,
             n, d, d_in, k,
             R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
-            K_A=k_a, K_B=k_b, STAGES=num_stages or STREAM_STAGES, STAGES_OUT=STREAM_STAGES_OUT,
-            STORE_ALPHA=alpha_out is not None,
-            num_warps=num_warps or STREAM_WARPS, num_stages=num_stages or STREAM_STAGES,
+            K_A=k_a, K_B=k_b, STAGES=num_stages or STREAM_STAGES,
+            STAGES_OUT=stages_out or STREAM_STAGES_OUT, STORE_ALPHA=alpha_out is not None,
+            HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
+            num_warps=num_warps or STREAM_WARPS, num_stages=num_stages or STREAM_STAGES, **extra,
         )
         return out
     if mode != "fused":
@@ -229,7 +245,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
-                          s_from_output=False):
+                          s_from_output=False, maxnreg=None):
     """Triton + cuBLAS backward, no autograd.
 
     Args:
@@ -238,7 +254,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         alpha: ``(N, k)`` float32 from the forward (``alpha_out``); ``None`` recomputes it.
         fuse_dz: form ``ds`` / ``dz`` in the Triton pass (``None``: ``BWD_FUSE_DZ``).
         mode: ``"rows"`` or ``"stream"`` row pass (``None``: ``BWD_MODE``); block_m,
-            num_warps, block_c override its tunables.
+            num_warps, block_c, maxnreg (``"stream"``) override its tunables.
         s_from_output: ``s`` holds the forward's *output* ``s + (alpha U) V`` instead (score
             input ``s`` and ``alpha`` given): ``dW_a = d scores^T out - (d scores^T (alpha U)) V``,
             so the caller need not keep the aggregate.
@@ -277,9 +293,11 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
                   K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None, num_stages=1)
     args = (g, alpha, weight_a, U, V, dsc, dzs, dba_part, du_part, dv_part, n, d, d_in, k)
     if stream:
+        maxnreg = maxnreg or BWD_STREAM_MAXNREG
         tk.lorap_bwd_stream_kernel[(progs,)](
             *args, BLOCK_C=block_c or BWD_STREAM_BLOCK_C, PREC=dot_precision(),
             num_warps=num_warps or BWD_STREAM_WARPS, **common,
+            **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
         tk.lorap_bwd_rows_kernel[(progs,)](
