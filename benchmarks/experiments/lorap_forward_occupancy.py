@@ -49,10 +49,14 @@ VARIANTS = [
     (64, 32, 4, 3, 3, True, 128),
     (64, 32, 4, 3, 3, True, 168),
 ]
+if os.environ.get("VARIANTS"):  # e.g. '[[64, 64, 4, 4, 3, true, 160]]': time these instead
+    VARIANTS = [tuple(v) for v in json.loads(os.environ["VARIANTS"])]
 # Backward stream pass (BLOCK_M, BLOCK_C, warps, maxnreg); timed as lorap_backward_triton.
 BWD_VARIANTS = [(32, 64, 2, None), (32, 64, 2, 128), (32, 64, 2, 168), (32, 64, 4, None),
                 (32, 64, 4, 128), (64, 64, 4, None), (64, 64, 4, 128), (64, 64, 4, 168),
                 (16, 64, 2, None), (32, 32, 2, None)]
+if os.environ.get("BWD_VARIANTS"):
+    BWD_VARIANTS = [tuple(v) for v in json.loads(os.environ["BWD_VARIANTS"])]
 
 
 def main():

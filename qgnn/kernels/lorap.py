@@ -62,7 +62,10 @@ APPLY_WARPS = 4
 STREAM_BLOCK_M = 64
 STREAM_BLOCK_C = 64
 STREAM_WARPS = 4
-STREAM_STAGES = 3
+# 4 stages (94 KB of shared memory a block) since alpha U is hoisted: 161 against 170 us on
+# one H100 (tf32 off, no alpha; bench_kernels.py --stream). A GPU with less shared memory a
+# block gets fewer stages (the launch steps down on OutOfResources).
+STREAM_STAGES = 4
 # Streamed forward: pipelining depth of the output pass, and whether k is held as two
 # power-of-two parts of score columns (k = 40 as 32 + 16 instead of 64). One H100, tf32 off,
 # bf16x3, with alpha written (bench_kernels.py --stream): 218 us with neither, 199 us without
@@ -178,6 +181,13 @@ def lorap_alpha(z, weight_a, bias_a) -> Tensor:
     return torch.softmax(_scores(z, weight_a, bias_a), dim=-1)
 
 
+def _out_of_resources():
+    """Triton's error for a launch that needs more shared memory / registers than the GPU has."""
+    from triton.runtime.errors import OutOfResources
+
+    return OutOfResources
+
+
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
                          mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
                          stages_out=None, hoist_au=None, maxnreg=None):
@@ -216,17 +226,24 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         k_a, k_b = _score_parts(k, STREAM_SPLIT_K)
         maxnreg = maxnreg or STREAM_MAXNREG
         extra = {"maxnreg": maxnreg} if maxnreg else {}
-        tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
-            s, s if z is None else z, weight_a, bias_a, U, V, out,
-            alpha_out if alpha_out is not None else out,
-            n, d, d_in, k,
-            R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
-            K_A=k_a, K_B=k_b, STAGES=num_stages or STREAM_STAGES,
-            STAGES_OUT=stages_out or STREAM_STAGES_OUT, STORE_ALPHA=alpha_out is not None,
-            HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
-            num_warps=num_warps or STREAM_WARPS, num_stages=num_stages or STREAM_STAGES, **extra,
-        )
-        return out
+        stages = num_stages or STREAM_STAGES
+        while True:
+            try:
+                tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
+                    s, s if z is None else z, weight_a, bias_a, U, V, out,
+                    alpha_out if alpha_out is not None else out,
+                    n, d, d_in, k,
+                    R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
+                    K_A=k_a, K_B=k_b, STAGES=stages,
+                    STAGES_OUT=stages_out or STREAM_STAGES_OUT, STORE_ALPHA=alpha_out is not None,
+                    HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
+                    num_warps=num_warps or STREAM_WARPS, num_stages=stages, **extra,
+                )
+                return out
+            except _out_of_resources() as exc:
+                if stages <= 1:
+                    raise exc
+                stages -= 1  # less shared memory: one pipeline stage fewer
     if mode != "fused":
         raise ValueError(f"mode must be 'split', 'fused' or 'stream', got {mode!r}.")
     block_m = block_m or FWD_BLOCK_M

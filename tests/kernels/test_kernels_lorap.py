@@ -203,3 +203,40 @@ def test_dot_precision_follows_torch_tf32_and_the_interpreter(monkeypatch):
             assert _common.dot_precision() == "tf32x3"
     finally:
         matmul.allow_tf32 = before
+
+
+@pytest.mark.parametrize("hoist", [True, False])
+def test_stream_forward_steps_down_stages_when_out_of_shared_memory(force_triton, monkeypatch, hoist):
+    """A GPU with less shared memory a block refuses deep pipelines (Triton's OutOfResources):
+    the launch retries with one stage fewer until it fits, with the same result; alpha U is
+    formed before the output pass or per chunk alike."""
+    from triton.runtime.errors import OutOfResources
+
+    from qgnn.kernels import _triton_kernels as tk
+
+    real = tk.lorap_fwd_stream_kernel
+    tried = []
+
+    class SmallGPU:  # accepts at most 2 stages
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                tried.append(kw["STAGES"])
+                if kw["STAGES"] > 2:
+                    raise OutOfResources(96 * 1024 * kw["STAGES"] // 4, 64 * 1024, "shared memory")
+                return real[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(tk, "lorap_fwd_stream_kernel", SmallGPU())
+    monkeypatch.setattr(lk, "STREAM_STAGES", 4)
+    t64 = make(45, 48, 40, 3, None, seed=7)
+    out = lk.lorap_forward_triton(*[x.float() for x in t64], mode="stream", hoist_au=hoist)
+    assert tried == [4, 3, 2]
+    assert rel(out, lorap_reference(*t64)) < 1e-5
+
+
+@pytest.mark.parametrize("r", [1, 4, 5])
+def test_stream_forward_any_rank(force_triton, r):
+    """Ranks up to 4 form alpha U before the output pass, larger ones per chunk."""
+    t64 = make(30, 40, 9, r, None, seed=r)
+    out = lk.lorap_forward_triton(*[x.float() for x in t64], mode="stream")
+    assert rel(out, lorap_reference(*t64)) < 1e-5
