@@ -152,7 +152,8 @@ def graph_plan(graph, max_segment: int = MAX_SEGMENT) -> CSRPlan:
 
 # ----------------------------------------------------------------------------- Triton launch
 def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, store_s=False,
-                     alpha_out=None, block_m=None, num_warps=None, unroll=None, num_stages=None):
+                     alpha_out=None, block_m=None, num_warps=None, unroll=None, num_stages=None,
+                     maxnreg=None):
     """One aggregation pass, no autograd. Returns ``(out, s)`` (``s`` only with ``store_s``).
 
     ``x`` is ``(N, d)`` float rows or :class:`~qgnn.kernels.lowbit.PackedRows` (gathered as
@@ -162,6 +163,8 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
     (split into pieces) are summed from their pieces here and finished with the same
     LoRAP kernel, so every row gets the identical maths. ``alpha_out`` (``(N, k)`` float32,
     optional, with ``lorap``) receives the LoRAP weights ``alpha`` for the backward.
+    ``block_m``, ``num_warps``, ``unroll``, ``num_stages``, ``maxnreg`` (a register cap a
+    thread) override the tunables.
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -197,6 +200,7 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
         BITS=packed.bits if packed is not None else 32,
         QMODE=GRANULARITIES.index(packed.granularity) if packed is not None else 0,
         num_warps=num_warps or AGG_WARPS, num_stages=num_stages or AGG_STAGES,
+        **({"maxnreg": maxnreg} if maxnreg else {}),
     )
     if plan.num_pieces:
         rows = plan.heavy_rows
