@@ -67,6 +67,30 @@ def test_batch_offsets_and_ids():
     assert sorted(zip(src.tolist(), dst.tolist())) == [(0, 1), (2, 3), (3, 4), (4, 2)]
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_batch_matches_graph_by_graph_offsets(weighted):
+    """Random graphs, some without edges or with one node: the batch is each graph's CSR
+    shifted by the nodes and edges before it (the per-graph construction, done here)."""
+    gen = torch.Generator().manual_seed(0)
+    graphs = []
+    for i, (n, m) in enumerate([(4, 6), (1, 0), (3, 0), (6, 11), (2, 3), (5, 1)]):
+        src, dst = torch.randint(0, n, (m,), generator=gen), torch.randint(0, n, (m,), generator=gen)
+        w = torch.rand(m, generator=gen) if weighted else None
+        graphs.append(Graph.from_edges(src, dst, n, edge_weight=w))
+    batch = Graph.batch(graphs)
+    node_off, edge_off, ptr, idx = 0, 0, [0], []
+    for g in graphs:
+        ptr += (g.indptr[1:] + edge_off).tolist()
+        idx += (g.indices + node_off).tolist()
+        node_off, edge_off = node_off + g.num_nodes, edge_off + g.num_edges
+    assert batch.indptr.tolist() == ptr and batch.indices.tolist() == idx
+    assert batch.indptr.dtype == graphs[0].indptr.dtype and batch.indices.dtype == graphs[0].indices.dtype
+    assert batch.num_nodes == node_off and batch.num_graphs == len(graphs)
+    assert batch.graph_ids.tolist() == sum(([i] * g.num_nodes for i, g in enumerate(graphs)), [])
+    if weighted:
+        assert torch.equal(batch.edge_weight, torch.cat([g.edge_weight for g in graphs]))
+
+
 def test_reverse_and_to():
     g = Graph.from_edges([0, 0, 1], [1, 2, 2], 3)
     r = g.reverse()
