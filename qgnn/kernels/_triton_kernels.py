@@ -158,6 +158,23 @@ def _alpha_u(alpha, u_ptr, kk, K, R: tl.constexpr, j: tl.constexpr):
 
 
 @triton.jit
+def _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R: tl.constexpr, j: tl.constexpr,
+                   K_B: tl.constexpr):
+    """Column ``j`` of ``alpha U`` over both score parts (``K_B`` = 0: one): ``(BLOCK_M,)``."""
+    au = _alpha_u(alpha_a, u_ptr, ka, K, R, j)
+    if K_B > 0:
+        au += _alpha_u(alpha_b, u_ptr, kb, K, R, j)
+    return au
+
+
+@triton.jit
+def _rank_term(au_j, v_ptr, j: tl.constexpr, D, cols, cmask):
+    """``au_j`` ``(BLOCK_M,)`` times row ``j`` of ``V`` on ``cols``: ``(BLOCK_M, BLOCK_C)``."""
+    v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
+    return au_j[:, None] * v_j[None, :]
+
+
+@triton.jit
 def lorap_fwd_stream_kernel(
     s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
     N, D, D_IN, K,
@@ -209,6 +226,9 @@ def lorap_fwd_stream_kernel(
         den += tl.sum(pb, axis=1)
         alpha_b = pb / den[:, None]
     alpha_a = pa / den[:, None]
+    if K_B == 0:  # one score part: _alpha_u_parts reads no second one
+        alpha_b = alpha_a
+        kb = ka
     if STORE_ALPHA:
         tl.store(alpha_ptr + rows64[:, None] * K + ka[None, :], alpha_a,
                  mask=rmask[:, None] & (ka < K)[None, :])
@@ -216,43 +236,30 @@ def lorap_fwd_stream_kernel(
             tl.store(alpha_ptr + rows64[:, None] * K + kb[None, :], alpha_b,
                      mask=rmask[:, None] & (kb < K)[None, :])
     if HOIST_AU:  # one (BLOCK_M,) vector per rank, R <= 4
-        au0 = _alpha_u(alpha_a, u_ptr, ka, K, R, 0)
-        if K_B > 0:
-            au0 += _alpha_u(alpha_b, u_ptr, kb, K, R, 0)
+        au0 = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, 0, K_B)
         if R > 1:
-            au1 = _alpha_u(alpha_a, u_ptr, ka, K, R, 1)
-            if K_B > 0:
-                au1 += _alpha_u(alpha_b, u_ptr, kb, K, R, 1)
+            au1 = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, 1, K_B)
         if R > 2:
-            au2 = _alpha_u(alpha_a, u_ptr, ka, K, R, 2)
-            if K_B > 0:
-                au2 += _alpha_u(alpha_b, u_ptr, kb, K, R, 2)
+            au2 = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, 2, K_B)
         if R > 3:
-            au3 = _alpha_u(alpha_a, u_ptr, ka, K, R, 3)
-            if K_B > 0:
-                au3 += _alpha_u(alpha_b, u_ptr, kb, K, R, 3)
+            au3 = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, 3, K_B)
     for c0 in tl.range(0, D, BLOCK_C, num_stages=STAGES_OUT):
         cols = c0 + cc
         cmask = cols < D
         m = rmask[:, None] & cmask[None, :]
         res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
         if HOIST_AU:
-            res += au0[:, None] * tl.load(v_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            res += _rank_term(au0, v_ptr, 0, D, cols, cmask)
             if R > 1:
-                res += au1[:, None] * tl.load(v_ptr + D + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+                res += _rank_term(au1, v_ptr, 1, D, cols, cmask)
             if R > 2:
-                res += au2[:, None] * tl.load(v_ptr + 2 * D + cols, mask=cmask,
-                                              other=0.0).to(tl.float32)[None, :]
+                res += _rank_term(au2, v_ptr, 2, D, cols, cmask)
             if R > 3:
-                res += au3[:, None] * tl.load(v_ptr + 3 * D + cols, mask=cmask,
-                                              other=0.0).to(tl.float32)[None, :]
+                res += _rank_term(au3, v_ptr, 3, D, cols, cmask)
         else:
             for j in tl.static_range(R):
-                au_j = _alpha_u(alpha_a, u_ptr, ka, K, R, j)
-                if K_B > 0:
-                    au_j += _alpha_u(alpha_b, u_ptr, kb, K, R, j)
-                v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
-                res += au_j[:, None] * v_j[None, :]
+                au_j = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, j, K_B)
+                res += _rank_term(au_j, v_ptr, j, D, cols, cmask)
         tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
 
 

@@ -54,7 +54,7 @@ def _float32_reciprocal(levels: int) -> float:
 
 
 def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: int, rng: int,
-            grad: Optional[Tensor] = None, grid_out: Optional[Tensor] = None) -> Tensor:
+            grad: Optional[Tensor] = None, grid_out: Optional[tuple] = None) -> Tensor:
     """``a``, ``b``: flat float32 scale / zero point (``rng`` 0) or min / max (1, 2).
     ``grid_out`` ``(scale, zero_point)``, two ``(G,)`` float32 tensors (forward with ``rng``
     1 or 2): receive the grid formed on chip, ``G`` = 1, rows or columns as ``mode``."""
@@ -129,7 +129,7 @@ def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str)
 
 def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, qmin: int,
                                    qmax: int, symmetric: bool, granularity: str,
-                                   gradient: str, grid_out: Optional[Tensor] = None
+                                   gradient: str, grid_out: Optional[tuple] = None
                                    ) -> Optional[Tensor]:
     """:func:`fused_fake_quantize` with the grid formed on chip from an observer's range,
     as ``FakeQuantize.qparams`` forms it (symmetric or affine), instead of by a dozen small
@@ -149,7 +149,8 @@ def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, 
     want = (1, x.shape[0], x.numel() // x.shape[0])[mode]
     if min_val.numel() != want or not (min_val.is_contiguous() and max_val.is_contiguous()):
         return None
-    if grid_out is not None and any(t.numel() != want or t.dtype != torch.float32 for t in grid_out):
+    if grid_out is not None and any(t.numel() != want or t.dtype != torch.float32
+                                    for t in grid_out):
         raise ValueError(f"grid_out must be two float32 tensors of {want} value(s), got "
                          f"{[(tuple(t.shape), t.dtype) for t in grid_out]}.")
     rng = RANGES["symmetric" if symmetric else "affine"]
