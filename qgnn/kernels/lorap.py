@@ -62,10 +62,15 @@ APPLY_WARPS = 4
 STREAM_BLOCK_M = 64
 STREAM_BLOCK_C = 64
 STREAM_WARPS = 4
-# 4 stages (94 KB of shared memory a block) since alpha U is hoisted: 161 against 170 us on
-# one H100 (tf32 off, no alpha; bench_kernels.py --stream). A GPU with less shared memory a
-# block gets fewer stages (the launch steps down on OutOfResources).
-STREAM_STAGES = 4
+# Pipeline depth of the streamed forward's score loop. None: on the first call per device and
+# shape, time each of STREAM_STAGES_CHOICES once and keep the fastest, because GPUs disagree.
+# With alpha U hoisted and alpha written (experiments/lorap_forward_occupancy.py): one H100
+# 175.6 us at 4 stages against 185.8 at 3; one H200 139.9 us at 3 against 160.4 at 4 (4
+# stages take 94 KB of shared memory a block, 2 blocks a multiprocessor). An int fixes it.
+# A GPU with less shared memory a block gets fewer (the launch steps down on OutOfResources).
+STREAM_STAGES = None
+STREAM_STAGES_CHOICES = (3, 4)
+_STAGES_PICKED: dict = {}
 # Streamed forward: pipelining depth of the output pass, and whether k is held as two
 # power-of-two parts of score columns (k = 40 as 32 + 16 instead of 64). One H100, tf32 off,
 # bf16x3, with alpha written (bench_kernels.py --stream): 218 us with neither, 199 us without
@@ -181,6 +186,41 @@ def lorap_alpha(z, weight_a, bias_a) -> Tensor:
     return torch.softmax(_scores(z, weight_a, bias_a), dim=-1)
 
 
+def _cuda_milliseconds(fn, reps: int = 5) -> float:
+    """Device time of ``reps`` back-to-back calls of ``fn``."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def _timed_pick(key, launch, choices, time_fn=None, rounds: int = 5):
+    """The entry of ``choices`` for which ``launch(choice)`` runs fastest, timed on the first
+    call with ``key`` and remembered after. Every choice is run once first (compiling it;
+    one the GPU cannot run, Triton's OutOfResources, is dropped), then timed in ``rounds``
+    interleaved rounds, best round each, so a clock still ramping up favours none. If none
+    runs the smallest is returned (the caller steps down from there). The launches repeat
+    the same computation into the same outputs."""
+    if key not in _STAGES_PICKED:
+        time_fn = time_fn or _cuda_milliseconds
+        runnable = []
+        for choice in choices:
+            try:
+                launch(choice)
+            except _out_of_resources():
+                continue
+            runnable.append(choice)
+        best = {c: float("inf") for c in runnable}
+        for _ in range(rounds):
+            for c in runnable:
+                best[c] = min(best[c], time_fn(lambda c=c: launch(c)))
+        _STAGES_PICKED[key] = min(runnable, key=best.get) if runnable else min(choices)
+    return _STAGES_PICKED[key]
+
+
 def _out_of_resources():
     """Triton's error for a launch that needs more shared memory / registers than the GPU has."""
     from triton.runtime.errors import OutOfResources
@@ -226,19 +266,31 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         k_a, k_b = _score_parts(k, STREAM_SPLIT_K)
         maxnreg = maxnreg or STREAM_MAXNREG
         extra = {"maxnreg": maxnreg} if maxnreg else {}
+        num_warps = num_warps or STREAM_WARPS
+
+        def launch(stages):
+            tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
+                s, s if z is None else z, weight_a, bias_a, U, V, out,
+                alpha_out if alpha_out is not None else out,
+                n, d, d_in, k,
+                R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
+                K_A=k_a, K_B=k_b, STAGES=stages,
+                STAGES_OUT=stages_out or STREAM_STAGES_OUT, STORE_ALPHA=alpha_out is not None,
+                HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
+                num_warps=num_warps, num_stages=stages, **extra,
+            )
+
         stages = num_stages or STREAM_STAGES
+        if stages is None:
+            if s.is_cuda and not torch.cuda.is_current_stream_capturing():
+                key = (s.device, n.bit_length(), d, d_in, k, r, alpha_out is not None, block_m,
+                       block_c, num_warps, meta["PREC"])
+                stages = _timed_pick(key, launch, STREAM_STAGES_CHOICES)
+            else:  # the interpreter, or inside a CUDA graph capture (no timing there)
+                stages = max(STREAM_STAGES_CHOICES)
         while True:
             try:
-                tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
-                    s, s if z is None else z, weight_a, bias_a, U, V, out,
-                    alpha_out if alpha_out is not None else out,
-                    n, d, d_in, k,
-                    R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
-                    K_A=k_a, K_B=k_b, STAGES=stages,
-                    STAGES_OUT=stages_out or STREAM_STAGES_OUT, STORE_ALPHA=alpha_out is not None,
-                    HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
-                    num_warps=num_warps or STREAM_WARPS, num_stages=stages, **extra,
-                )
+                launch(stages)
                 return out
             except _out_of_resources() as exc:
                 if stages <= 1:

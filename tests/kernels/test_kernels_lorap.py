@@ -240,3 +240,30 @@ def test_stream_forward_any_rank(force_triton, r):
     t64 = make(30, 40, 9, r, None, seed=r)
     out = lk.lorap_forward_triton(*[x.float() for x in t64], mode="stream")
     assert rel(out, lorap_reference(*t64)) < 1e-5
+
+
+def test_timed_pick_keeps_the_fastest_per_key_and_skips_what_does_not_fit(monkeypatch):
+    """The streamed forward's pipeline depth is timed once per device and shape."""
+    from triton.runtime.errors import OutOfResources
+
+    monkeypatch.setattr(lk, "_STAGES_PICKED", {})
+    cost = {3: 2.0, 4: 1.0, 5: None}  # 5 stages do not fit this "GPU"
+    calls = []
+
+    def launch(stages):
+        calls.append(stages)
+        if cost[stages] is None:
+            raise OutOfResources(1, 0, "shared memory")
+
+    def time_fn(fn):
+        fn()
+        return cost[calls[-1]]
+
+    assert lk._timed_pick("a", launch, (3, 4, 5), time_fn) == 4
+    assert calls == [3, 4, 5] + [3, 4] * 5  # each runnable choice once, then 5 timed rounds
+    n = len(calls)
+    assert lk._timed_pick("a", launch, (3, 4, 5), time_fn) == 4 and len(calls) == n  # remembered
+    cost[3] = 0.5
+    assert lk._timed_pick("b", launch, (3, 4), time_fn) == 3  # another shape: timed again
+    cost[3] = cost[4] = None
+    assert lk._timed_pick("c", launch, (3, 4), time_fn) == 3  # nothing fits: the smallest
