@@ -179,6 +179,8 @@ class PercentileObserver(MinMaxObserver):
             raise ValueError(f"sample_size must be positive, got {sample_size}.")
         self.q = q
         self.sample_size = sample_size
+        # both tails' fractions, as float32 (what q * n would round them to); not saved
+        self.register_buffer("_tails", torch.tensor([q, 1.0 - q]), persistent=False)
 
     def batch_range(self, x: Tensor, exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         flat = x.reshape(x.shape[0], -1) if x.dim() else x.reshape(1, 1)
@@ -192,18 +194,20 @@ class PercentileObserver(MinMaxObserver):
         last = (~ordered.isnan()).sum().clamp(min=1) - 1
         # torch.quantile's linear interpolation, with the positions kept on the device
         # (no host round trip per call; rows left out are NaN and not counted)
-        lo = _order_statistic(ordered, self.q * last)
-        hi = _order_statistic(ordered, (1.0 - self.q) * last)
+        lo, hi = _order_statistics(ordered, last * self._tails.to(ordered.device)).unbind(0)
         return lo.to(x.dtype), hi.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"q={self.q}, sample_size={self.sample_size}, momentum={self.momentum}"
 
 
-def _order_statistic(ordered: Tensor, position: Tensor) -> Tensor:
-    """Value at fractional ``position`` (0-dim) of a sorted vector, between its neighbours."""
-    below, above = position.floor().long().reshape(1), position.ceil().long().reshape(1)
-    # index_select, not ordered[below]: a 0-dim index tensor is read back to the host
-    lo, hi = ordered.index_select(0, below)[0], ordered.index_select(0, above)[0]
-    frac = position - position.floor()
-    return lo + (hi - lo) * frac
+def _order_statistics(ordered: Tensor, positions: Tensor) -> Tensor:
+    """Values at fractional ``positions`` ``(P,)`` of a sorted vector, each interpolated
+    linearly between its neighbours: ``(P,)``. All positions in one gather (a DQ training
+    step calls this twice per quantizer, so its op count is host time on the GPU)."""
+    below = positions.floor()
+    index = torch.cat([below.long(), positions.ceil().long()])
+    # index_select, not ordered[...]: indexing with a 0-dim tensor reads it back to the host
+    values = ordered.index_select(0, index)
+    lo, hi = values[: positions.numel()], values[positions.numel():]
+    return lo + (hi - lo) * (positions - below)

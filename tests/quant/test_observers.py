@@ -104,3 +104,24 @@ def test_bad_arguments():
         MinMaxObserver(granularity="per_banana")
     with pytest.raises(ValueError, match="percentile"):
         PercentileObserver(q=0.6)
+
+
+@pytest.mark.parametrize("n,q,excluded", [(1001, 0.001, 0.0), (4097, 0.01, 0.3), (300, 0.05, 0.5), (7, 0.0, 0.0)])
+def test_percentile_equals_the_one_position_at_a_time_form(n, q, excluded):
+    """Both tails in one gather give bit for bit what interpolating each tail on its own does
+    (positions integral or not, rows left out as NaN)."""
+    torch.manual_seed(n)
+    x = torch.randn(n, 3)
+    exclude = torch.rand(n) < excluded if excluded else None
+    obs = PercentileObserver(q=q, sample_size=10**6)
+    obs(x, exclude=exclude)
+    flat = x.masked_fill(exclude.reshape(-1, 1), float("nan")) if exclude is not None else x
+    ordered = flat.reshape(-1).sort().values
+    last = (~ordered.isnan()).sum().clamp(min=1) - 1
+
+    def one(position):  # the previous per-tail computation
+        lo = ordered.index_select(0, position.floor().long().reshape(1))[0]
+        hi = ordered.index_select(0, position.ceil().long().reshape(1))[0]
+        return lo + (hi - lo) * (position - position.floor())
+
+    assert torch.equal(obs.min_val, one(q * last)) and torch.equal(obs.max_val, one((1.0 - q) * last))
