@@ -282,12 +282,12 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 
         stages = num_stages or STREAM_STAGES
         if stages is None:
+            key = (s.device, n.bit_length(), d, d_in, k, r, alpha_out is not None, block_m,
+                   block_c, num_warps, meta["PREC"])
             if s.is_cuda and not torch.cuda.is_current_stream_capturing():
-                key = (s.device, n.bit_length(), d, d_in, k, r, alpha_out is not None, block_m,
-                       block_c, num_warps, meta["PREC"])
                 stages = _timed_pick(key, launch, STREAM_STAGES_CHOICES)
-            else:  # the interpreter, or inside a CUDA graph capture (no timing there)
-                stages = max(STREAM_STAGES_CHOICES)
+            else:  # the interpreter, or a CUDA graph capture (no timing there): an earlier pick
+                stages = _STAGES_PICKED.get(key, max(STREAM_STAGES_CHOICES))
         while True:
             try:
                 launch(stages)
