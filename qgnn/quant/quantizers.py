@@ -47,6 +47,15 @@ class QuantizerBase(ResizeOnLoad, nn.Module):
     """
 
     nominal_bits: float = 32.0
+    # per-call caches (a weak reference to the last output, scratch buffers): not state, and
+    # a weak reference cannot be pickled, so torch.save(model) leaves them out
+    _CALL_CACHES = ("_last_grid", "_grid_buffer")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in self._CALL_CACHES:
+            state.pop(name, None)
+        return state
 
     def __init__(self):
         super().__init__()

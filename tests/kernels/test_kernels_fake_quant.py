@@ -148,3 +148,22 @@ def test_no_grad_calls_skip_the_autograd_function(force_triton, granularity):
     assert out.grad_fn is None and torch.equal(out, ref)
     out = QF.fake_quantize(x, scale, zero, -8, 7, "clipped")  # x needs no gradient
     assert out.grad_fn is None and torch.equal(out, ref)
+
+
+def test_a_quantizer_with_a_cached_grid_pickles(force_triton):
+    """torch.save of a whole model works after fused calls (the per-call caches stay out)."""
+    import io
+
+    from qgnn.quant import FakeQuantize
+
+    q = FakeQuantize(bits=4).train()
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    y = q(x)
+    assert q.code_grid(y) is not None and hasattr(q, "_last_grid")
+    buf = io.BytesIO()
+    torch.save(q, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert not hasattr(loaded, "_last_grid")
+    assert torch.equal(loaded.eval()(x), q.eval()(x))
+    assert torch.equal(loaded.code_grid(y).scale.reshape(-1), q.code_grid(y).scale.reshape(-1))
