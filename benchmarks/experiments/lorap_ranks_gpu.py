@@ -1,6 +1,6 @@
-"""Streamed LoRAP forward on the GPU against float64 for ranks 1-5 (R <= 4 forms alpha U before
-the output pass, larger ranks per chunk; both forced here for every rank) on four shapes,
-outputs NaN-filled first. Prints each relative error and the worst.
+"""Streamed LoRAP forward on the GPU against float64 for ranks 1-5 on four shapes, outputs
+NaN-filled first, with ``hoist_au`` on and off (ranks up to 4 then form alpha U before the
+output pass or per chunk; rank 5 always per chunk). Prints each relative error and the worst.
 
     python benchmarks/experiments/lorap_ranks_gpu.py
 """
