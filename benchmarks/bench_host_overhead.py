@@ -17,6 +17,20 @@ import sys
 import time
 
 
+def _tree_name(tree) -> str:
+    """The tree's commit (short hash), or its folder name outside git."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except OSError:
+        pass
+    return tree.name
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", default=None, help="import qgnn from this source tree (default: this one)")
@@ -82,7 +96,7 @@ def main(argv=None) -> int:
     model.eval()
     with torch.no_grad():
         rows["GCN 3 layers W4A4, evaluation forward"] = per_call_us(lambda: model(graph, feats), max(1, args.calls // 3))
-    report = {"qgnn": str(Path(qgnn.__file__).parent.parent), "device": torch.cuda.get_device_name(dev)
+    report = {"qgnn": _tree_name(Path(qgnn.__file__).parent.parent), "device": torch.cuda.get_device_name(dev)
               if dev.type == "cuda" else "cpu", "torch": torch.__version__, "triton": triton.__version__,
               "us_per_call": rows}
     for name, us in rows.items():

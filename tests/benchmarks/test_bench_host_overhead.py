@@ -16,4 +16,4 @@ def test_host_overhead_rows(tmp_path):
     report = json.loads(out.read_text())
     rows = report["us_per_call"]
     assert {"FakeQuantize call, training", "GCN 3 layers W4A4, train forward + backward"} <= set(rows)
-    assert all(v > 0 for v in rows.values()) and report["qgnn"] == str(REPO)
+    assert all(v > 0 for v in rows.values()) and report["qgnn"]  # this tree's commit
