@@ -284,9 +284,11 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         if stages is None:
             key = (s.device, n.bit_length(), d, d_in, k, r, alpha_out is not None, block_m,
                    block_c, num_warps, meta["PREC"])
-            if s.is_cuda and not torch.cuda.is_current_stream_capturing():
+            # timing repeats the launch, so not in place (out over s would add the head twice)
+            in_place = out.data_ptr() in (s.data_ptr(), (s if z is None else z).data_ptr())
+            if s.is_cuda and not in_place and not torch.cuda.is_current_stream_capturing():
                 stages = _timed_pick(key, launch, STREAM_STAGES_CHOICES)
-            else:  # the interpreter, or a CUDA graph capture (no timing there): an earlier pick
+            else:  # the interpreter, in place, or a CUDA graph capture: an earlier pick if any
                 stages = _STAGES_PICKED.get(key, max(STREAM_STAGES_CHOICES))
         while True:
             try:

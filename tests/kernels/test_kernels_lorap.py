@@ -267,3 +267,20 @@ def test_timed_pick_keeps_the_fastest_per_key_and_skips_what_does_not_fit(monkey
     assert lk._timed_pick("b", launch, (3, 4), time_fn) == 3  # another shape: timed again
     cost[3] = cost[4] = None
     assert lk._timed_pick("c", launch, (3, 4), time_fn) == 3  # nothing fits: the smallest
+
+
+def test_stream_forward_in_place_is_not_timed(force_triton, monkeypatch):
+    """out over s: the stage pick (which repeats the launch) is skipped, so the head is
+    added once, as without the pick."""
+    monkeypatch.setattr(lk, "_STAGES_PICKED", {})
+    picks = []
+    monkeypatch.setattr(lk, "_timed_pick", lambda *a, **k: picks.append(1) or 3)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # as on a GPU
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    t64 = make(30, 40, 9, 2, None, seed=11)
+    s = t64[0].float().clone()
+    lk.lorap_forward_triton(s, *[x.float() for x in t64[1:]], out=s, mode="stream")
+    assert picks == []
+    assert rel(s, lorap_reference(*t64)) < 1e-5
+    lk.lorap_forward_triton(t64[0].float(), *[x.float() for x in t64[1:]], mode="stream")
+    assert picks == [1]  # a separate output is timed
