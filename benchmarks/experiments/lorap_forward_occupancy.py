@@ -24,6 +24,9 @@ from qgnn.kernels import _triton_kernels as tk  # noqa: E402
 from qgnn.kernels import lorap as L  # noqa: E402
 from qgnn.kernels._common import dot_precision  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from lorap_forward_variants import lorap_inputs  # noqa: E402  (the same seeded inputs)
+
 torch.backends.cuda.matmul.allow_tf32 = False
 DEV = os.environ.get("DEV", "cuda")
 # (BLOCK_M, BLOCK_C, warps, STAGES, STAGES_OUT, HOIST_AU, maxnreg)
@@ -62,12 +65,7 @@ if os.environ.get("BWD_VARIANTS"):
 def main():
     n, d, k, r = int(os.environ.get("NROWS", 169_343)), 256, 40, 2
     rounds = int(os.environ.get("ROUNDS", 3))
-    g = torch.Generator(device=DEV).manual_seed(0)
-    s = torch.randn(n, d, device=DEV, generator=g)
-    Wa = torch.randn(k, d, device=DEV, generator=g) / 16
-    ba = torch.randn(k, device=DEV, generator=g) / 10
-    U = torch.randn(k, r, device=DEV, generator=g)
-    V = torch.randn(r, d, device=DEV, generator=g) / 4
+    g, (s, Wa, ba, U, V) = lorap_inputs(n, d, k, r, DEV)
     ref = L.lorap_reference(s.double(), Wa.double(), ba.double(), U.double(), V.double())
     out = torch.empty_like(s)
     alpha = torch.empty(n, k, device=DEV)

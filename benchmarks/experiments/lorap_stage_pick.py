@@ -14,16 +14,14 @@ from triton.testing import do_bench  # noqa: E402
 
 from qgnn.kernels import lorap as L  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(__file__))
+from lorap_forward_variants import lorap_inputs  # noqa: E402  (the same seeded inputs)
+
 
 def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     n, d, k, r = 169_343, 256, 40, 2
-    g = torch.Generator(device="cuda").manual_seed(0)
-    s = torch.randn(n, d, device="cuda", generator=g)
-    Wa = torch.randn(k, d, device="cuda", generator=g) / 16
-    ba = torch.randn(k, device="cuda", generator=g) / 10
-    U = torch.randn(k, r, device="cuda", generator=g)
-    V = torch.randn(r, d, device="cuda", generator=g) / 4
+    _, (s, Wa, ba, U, V) = lorap_inputs(n, d, k, r, "cuda")
     ref = L.lorap_reference(s.double(), Wa.double(), ba.double(), U.double(), V.double())
     out = torch.empty_like(s)
     alpha = torch.empty(n, k, device="cuda")
