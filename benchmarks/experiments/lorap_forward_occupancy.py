@@ -10,6 +10,7 @@ against float64.
     python benchmarks/experiments/lorap_forward_occupancy.py      # JSON to $OUT or /tmp
 
 ``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1`` checks the variants on the CPU (errors only).
+``ALPHA=0`` times the forward without ``alpha`` (inference), as ``bench_kernels.py`` reports it.
 """
 import json
 import os
@@ -29,6 +30,7 @@ from lorap_forward_variants import lorap_inputs  # noqa: E402  (the same seeded 
 
 torch.backends.cuda.matmul.allow_tf32 = False
 DEV = os.environ.get("DEV", "cuda")
+STORE_ALPHA = os.environ.get("ALPHA", "1") != "0"
 # (BLOCK_M, BLOCK_C, warps, STAGES, STAGES_OUT, HOIST_AU, maxnreg)
 VARIANTS = [
     (64, 64, 4, 3, 3, False, None),  # shipped
@@ -76,7 +78,7 @@ def main():
         extra = {"maxnreg": maxnreg} if maxnreg else {}
         return tk.lorap_fwd_stream_kernel[(-(-n // bm),)](
             s, s, Wa, ba, U, V, out, alpha, n, d, d, k, R=r, BLOCK_M=bm, BLOCK_C=bc,
-            PREC=dot_precision(), K_A=k_a, K_B=k_b, STAGES=st, STAGES_OUT=st_out, STORE_ALPHA=True,
+            PREC=dot_precision(), K_A=k_a, K_B=k_b, STAGES=st, STAGES_OUT=st_out, STORE_ALPHA=STORE_ALPHA,
             HOIST_AU=hoist, num_warps=w, num_stages=st, **extra)
 
     rows = {}
@@ -106,9 +108,12 @@ def main():
             if "error" not in rows[name]:
                 rows[name]["times_us"].append(do_bench(lambda: launch(v), warmup=25, rep=200) * 1e3)
     gout = torch.randn(n, d, device=DEV, generator=g)
-    launch(VARIANTS[0])
-    base = L.lorap_backward_triton(gout, s, Wa, ba, U, V, alpha=alpha)
     bwd = {}
+    if BWD_VARIANTS:
+        launch(VARIANTS[0])
+        if not STORE_ALPHA:
+            alpha = None  # the backward forms it again
+        base = L.lorap_backward_triton(gout, s, Wa, ba, U, V, alpha=alpha)
     for v in BWD_VARIANTS:
         name = "bwd BLOCK_M={} BLOCK_C={} warps={} maxnreg={}".format(*v)
         f = (lambda v=v: L.lorap_backward_triton(gout, s, Wa, ba, U, V, alpha=alpha, mode="stream",
@@ -129,7 +134,7 @@ def main():
         t = statistics.median(row["times_us"]) if row.get("times_us") else float("nan")
         row["us"] = t
         print(f"{name:90s} {t:7.1f} us  diff {row.get('rel_diff_vs_default', row.get('error'))}", flush=True)
-    res = {"n": n, "rounds": rounds, "variants": rows, "backward": bwd}
+    res = {"n": n, "rounds": rounds, "store_alpha": STORE_ALPHA, "variants": rows, "backward": bwd}
     if DEV == "cuda":
         res["device"] = torch.cuda.get_device_name()
         res["s_plus_1_us"] = do_bench(lambda: s.add(1.0), warmup=25, rep=200) * 1e3
