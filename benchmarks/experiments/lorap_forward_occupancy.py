@@ -56,7 +56,7 @@ VARIANTS = [
 ]
 if os.environ.get("VARIANTS"):  # e.g. '[[64, 64, 4, 4, 3, true, 160]]': time these instead
     VARIANTS = [tuple(v) for v in json.loads(os.environ["VARIANTS"])]
-# Backward stream pass (BLOCK_M, BLOCK_C, warps, maxnreg); timed as lorap_backward_triton.
+# Backward stream pass (BLOCK_M, BLOCK_C, warps, maxnreg[, stages]); timed as lorap_backward_triton.
 BWD_VARIANTS = [(32, 64, 2, None), (32, 64, 2, 128), (32, 64, 2, 168), (32, 64, 4, None),
                 (32, 64, 4, 128), (64, 64, 4, None), (64, 64, 4, 128), (64, 64, 4, 168),
                 (16, 64, 2, None), (32, 32, 2, None)]
@@ -115,9 +115,11 @@ def main():
             alpha = None  # the backward forms it again
         base = L.lorap_backward_triton(gout, s, Wa, ba, U, V, alpha=alpha)
     for v in BWD_VARIANTS:
-        name = "bwd BLOCK_M={} BLOCK_C={} warps={} maxnreg={}".format(*v)
+        v = tuple(v) + (None,) * (5 - len(v))  # (BLOCK_M, BLOCK_C, warps, maxnreg[, stages])
+        name = "bwd BLOCK_M={} BLOCK_C={} warps={} maxnreg={} stages={}".format(*v)
         f = (lambda v=v: L.lorap_backward_triton(gout, s, Wa, ba, U, V, alpha=alpha, mode="stream",
-                                                 block_m=v[0], block_c=v[1], num_warps=v[2], maxnreg=v[3]))
+                                                 block_m=v[0], block_c=v[1], num_warps=v[2], maxnreg=v[3],
+                                                 stages=v[4]))
         try:
             got = f()
         except Exception as exc:

@@ -267,8 +267,8 @@ def lorap_fwd_stream_kernel(
 @triton.jit
 def lorap_bwd_rows_kernel(
     g_ptr, alpha_ptr, wa_ptr, u_ptr, v_ptr,
-    dsc_ptr, dzs_ptr, dba_part, du_part, dv_part,
-    N, D, D_IN, K,
+    dsc_ptr, dzs_ptr, part_ptr,
+    N, D, D_IN, K, P,
     R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_DIN: tl.constexpr, K_PAD: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
 ):
@@ -276,9 +276,10 @@ def lorap_bwd_rows_kernel(
 
     Per row: ``d(alpha U) = g V^T``, ``d alpha = d(alpha U) U^T``,
     ``d scores = alpha * (d alpha - <alpha, d alpha>)``, written to ``dsc`` ``(N, K)``
-    float32 (the caller forms ``dW_a = d scores^T z`` with cuBLAS). ``dV``, ``dU``, ``db_a``
-    (sums over rows) accumulate across this program's row blocks and are written once to
-    ``*_part[pid]``; the caller sums the partials (deterministic, no atomics).
+    float32 (the caller forms ``dW_a = d scores^T z``). ``dV``, ``dU``, ``db_a``
+    (sums over rows) accumulate across this program's row blocks and are written once to row
+    ``pid`` of ``part`` ``(programs, P)``, laid out as ``[db_a (K) | dU (K, R) | dV (R, D)]``;
+    the caller sums the rows (deterministic, no atomics).
 
     ``FUSE_DZ``: also write ``dzs = d scores W_a (+ g when ADD_G)`` ``(N, D_IN)`` as ``K``
     rank-1 updates on the CUDA cores (exact float32, no shared-memory tiles): column ``j`` of
@@ -331,27 +332,31 @@ def lorap_bwd_rows_kernel(
                 acc += c_j[:, None] * w_j[None, :]
             tl.store(dzs_ptr + rows64[:, None] * D_IN + cin[None, :], acc,
                      mask=rmask[:, None] & (cin[None, :] < D_IN))
-    tl.store(dba_part + pid * K + kk, dba_acc, mask=kmask)
-    tl.store(du_part + pid * K * R + kk[:, None] * R + rr[None, :], du_acc,
+    row = part_ptr + pid.to(tl.int64) * P
+    tl.store(row + kk, dba_acc, mask=kmask)
+    tl.store(row + K + kk[:, None] * R + rr[None, :], du_acc,
              mask=kmask[:, None] & (rr[None, :] < R))
-    tl.store(dv_part + pid * R * D + rr[:, None] * D + cols[None, :], dv_acc,
+    tl.store(row + K + K * R + rr[:, None] * D + cols[None, :], dv_acc,
              mask=(rr[:, None] < R) & (cols[None, :] < D))
 
 
 @triton.jit
 def lorap_bwd_stream_kernel(
     g_ptr, alpha_ptr, wa_ptr, u_ptr, v_ptr,
-    dsc_ptr, dzs_ptr, dba_part, du_part, dv_part,
-    N, D, D_IN, K,
+    dsc_ptr, dzs_ptr, part_ptr,
+    N, D, D_IN, K, P,
     R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
     K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
+    STAGES: tl.constexpr = 1,
 ):
-    """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``.
+    """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``
+    (both passes software-pipelined ``STAGES`` deep; 1: not pipelined).
 
     Pass 1 reads ``g`` chunk by chunk: ``d(alpha U) = g V^T`` ``(BLOCK_M, R)`` and this
-    block's share of ``dV = (alpha U)^T g``, written to ``dv_part[pid]``. Then
+    block's share of ``dV = (alpha U)^T g``, written to row ``pid`` of ``part`` (laid out as
+    in :func:`lorap_bwd_rows_kernel`). Then
     ``d scores = alpha * (d alpha - <alpha, d alpha>)`` with ``d alpha = d(alpha U) U^T``,
-    written to ``dsc`` ``(N, K)`` (the caller forms ``dW_a = d scores^T z`` with cuBLAS),
+    written to ``dsc`` ``(N, K)`` (the caller forms ``dW_a = d scores^T z``),
     and the block's ``db_a`` and ``dU`` partial sums. Pass 2 (``FUSE_DZ``) writes
     ``dzs = d scores W_a (+ g when ADD_G)`` chunk by chunk, the product on the tensor cores.
     Partials are per program and summed by the caller: deterministic, no atomics.
@@ -364,6 +369,7 @@ def lorap_bwd_stream_kernel(
     kmask = kk < K
     rr = tl.arange(0, R_PAD)
     cc = tl.arange(0, BLOCK_C)
+    part_row = part_ptr + pid.to(tl.int64) * P
     alpha = tl.load(alpha_ptr + rows64[:, None] * K + kk[None, :],
                     mask=rmask[:, None] & kmask[None, :], other=0.0)
     # alpha U, one column per rank (rows past N have alpha = 0, so they add nothing below)
@@ -372,7 +378,7 @@ def lorap_bwd_stream_kernel(
         u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)
         au += tl.where(rr[None, :] == j, tl.sum(alpha * u_j[None, :], axis=1)[:, None], 0.0)
     d_au = tl.zeros((BLOCK_M, R_PAD), dtype=tl.float32)
-    for c0 in range(0, D, BLOCK_C):
+    for c0 in tl.range(0, D, BLOCK_C, num_stages=STAGES):
         cols = c0 + cc
         cmask = cols < D
         g = tl.load(g_ptr + rows64[:, None] * D + cols[None, :],
@@ -381,21 +387,21 @@ def lorap_bwd_stream_kernel(
             v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
             d_au += tl.where(rr[None, :] == j, tl.sum(g * v_j[None, :], axis=1)[:, None], 0.0)
             au_j = tl.sum(tl.where(rr[None, :] == j, au, 0.0), axis=1)
-            tl.store(dv_part + (pid * R + j).to(tl.int64) * D + cols,
+            tl.store(part_row + K + K * R + j * D + cols,
                      tl.sum(au_j[:, None] * g, axis=0), mask=cmask)
     d_alpha = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
     for j in tl.static_range(R):
         u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)
         d_au_j = tl.sum(tl.where(rr[None, :] == j, d_au, 0.0), axis=1)
         d_alpha += d_au_j[:, None] * u_j[None, :]
-        tl.store(du_part + (pid * K + kk) * R + j, tl.sum(alpha * d_au_j[:, None], axis=0),
+        tl.store(part_row + K + kk * R + j, tl.sum(alpha * d_au_j[:, None], axis=0),
                  mask=kmask)
     d_scores = alpha * (d_alpha - tl.sum(alpha * d_alpha, axis=1)[:, None])
-    tl.store(dba_part + pid * K + kk, tl.sum(d_scores, axis=0), mask=kmask)
+    tl.store(part_row + kk, tl.sum(d_scores, axis=0), mask=kmask)
     tl.store(dsc_ptr + rows64[:, None] * K + kk[None, :], d_scores,
              mask=rmask[:, None] & kmask[None, :])
     if FUSE_DZ:
-        for c0 in range(0, D_IN, BLOCK_C):
+        for c0 in tl.range(0, D_IN, BLOCK_C, num_stages=STAGES):
             cols = c0 + cc
             cmask = cols < D_IN
             m = rmask[:, None] & cmask[None, :]
@@ -406,6 +412,38 @@ def lorap_bwd_stream_kernel(
                 acc += tl.load(g_ptr + rows64[:, None] * D + cols[None, :], mask=m,
                                other=0.0).to(tl.float32)
             tl.store(dzs_ptr + rows64[:, None] * D_IN + cols[None, :], acc, mask=m)
+
+
+@triton.jit
+def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
+                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_PAD: tl.constexpr,
+                            PREC: tl.constexpr, STAGES: tl.constexpr):
+    """``part[split, :, cols] = d_scores[rows]^T z[rows, cols]`` over the rows of one split.
+
+    ``dW_a = d scores^T z`` is a ``(K, D)`` product reduced over all ``N`` rows: the grid is
+    ``(column blocks, splits)``, each program walks its ``ROWS_PER_SPLIT`` rows in
+    ``BLOCK_M`` tiles on the tensor cores (pipelined ``STAGES`` deep) and writes one partial;
+    the caller sums the ``splits`` partials (deterministic, no atomics).
+    """
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    split = tl.program_id(1)
+    cmask = cols < D
+    kk = tl.arange(0, K_PAD)
+    kmask = kk < K
+    acc = tl.zeros((K_PAD, BLOCK_C), dtype=tl.float32)
+    start = split * ROWS_PER_SPLIT
+    stop = tl.minimum(start + ROWS_PER_SPLIT, N)
+    for r0 in tl.range(start, stop, BLOCK_M, num_stages=STAGES):
+        rows = r0 + tl.arange(0, BLOCK_M)
+        rmask = rows < stop
+        rows64 = rows.to(tl.int64)
+        dsc_t = tl.load(dsc_ptr + rows64[None, :] * K + kk[:, None],
+                        mask=kmask[:, None] & rmask[None, :], other=0.0)
+        zt = tl.load(z_ptr + rows64[:, None] * D + cols[None, :],
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        acc = tl.dot(dsc_t, zt, acc, input_precision=PREC)
+    tl.store(part_ptr + (split * K + kk[:, None]).to(tl.int64) * D + cols[None, :], acc,
+             mask=kmask[:, None] & cmask[None, :])
 
 
 # --------------------------------------------------------------------------- CSR aggregation

@@ -20,8 +20,9 @@ pass reads ``s`` and the scores and writes ``out`` (and ``alpha`` over the score
 ``"fused"``: one Triton pass holding the whole ``W_a^T`` tile (slower; kept for comparison).
 
 Backward: a Triton row pass reads ``g`` and ``alpha``, writes ``d scores`` ``(N, k)``, the
-``dU``/``dV``/``db_a`` partial sums and (``BWD_FUSE_DZ``) ``ds = g + d scores W_a``;
-cuBLAS forms ``dW_a = d scores^T z`` (and ``ds`` when ``BWD_FUSE_DZ`` is off). Two row
+``dU``/``dV``/``db_a`` partial sums (one row per program, summed in one reduction) and
+(``BWD_FUSE_DZ``) ``ds = g + d scores W_a``; a split-K Triton product forms
+``dW_a = d scores^T z`` (:func:`lorap_dwa`; cuBLAS forms ``ds`` when ``BWD_FUSE_DZ`` is off). Two row
 passes: ``"stream"`` (default: one block of rows per program, column chunks, the ``ds``
 product on the tensor cores) and ``"rows"`` (persistent, ``ds`` as ``k`` rank-1 updates on
 the CUDA cores).
@@ -97,12 +98,23 @@ BWD_FUSE_DZ = True
 # Measured on one H100 (as above): stream 435 us vs rows 640 us with tf32 off, 346 vs 583 us
 # on. Few threads a row block measured best (its row and column sums stay within warps).
 BWD_MODE = "stream"
-BWD_STREAM_BLOCK_M = 32
+BWD_STREAM_BLOCK_M = 64
 BWD_STREAM_BLOCK_C = 64
-BWD_STREAM_WARPS = 2
+BWD_STREAM_WARPS = 4
 # Register cap of the streamed backward (None: the compiler's choice). One H200: 418 us
 # uncapped, 476 / 419 us at 128 / 168; (64, 64, 4) blocks 412 us; no cap kept.
 BWD_STREAM_MAXNREG = None
+# Software-pipelining depth of the streamed backward's two column loops (1: none).
+BWD_STREAM_STAGES = 3
+# dW_a = d_scores^T z as a split-K Triton product (bf16x3 tensor-core products in exact mode)
+# rather than cuBLAS's float32 GEMM: 110.8 against 130.6 us on one H100 (N=169,343, d=256,
+# k=40; benchmarks/experiments/lorap_backward_parts.py); relative error 4.6e-6 against
+# float64. Row block, column block, row splits per SM, warps, pipeline depth.
+DWA_BLOCK_M = 64
+DWA_BLOCK_C = 64
+DWA_SPLITS_PER_SM = 0.5
+DWA_WARPS = 4
+DWA_STAGES = 3
 
 
 def lorap_reference(
@@ -316,8 +328,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
-                          s_from_output=False, maxnreg=None):
-    """Triton + cuBLAS backward, no autograd.
+                          s_from_output=False, maxnreg=None, stages=None):
+    """Triton backward, no autograd.
 
     Args:
         g: ``(N, d)`` gradient of the output; s, weight_a, bias_a, U, V, score_input: the
@@ -325,7 +337,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         alpha: ``(N, k)`` float32 from the forward (``alpha_out``); ``None`` recomputes it.
         fuse_dz: form ``ds`` / ``dz`` in the Triton pass (``None``: ``BWD_FUSE_DZ``).
         mode: ``"rows"`` or ``"stream"`` row pass (``None``: ``BWD_MODE``); block_m,
-            num_warps, block_c, maxnreg (``"stream"``) override its tunables.
+            num_warps, block_c, maxnreg, stages (``"stream"``) override its tunables.
         s_from_output: ``s`` holds the forward's *output* ``s + (alpha U) V`` instead (score
             input ``s`` and ``alpha`` given): ``dW_a = d scores^T out - (d scores^T (alpha U)) V``,
             so the caller need not keep the aggregate.
@@ -357,17 +369,17 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     progs = max(1, tiles if stream else min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
     dsc = alloc((n, k), s, f32)
     dzs = alloc((n, d_in), zz) if fuse else dsc
-    dba_part = alloc((progs, k), s, f32)
-    du_part = alloc((progs, k, r), s, f32)
-    dv_part = alloc((progs, r, d), s, f32)
+    # one row of partial sums per program, [db_a (k) | dU (k, r) | dV (r, d)]: one reduction
+    width = k + k * r + r * d
+    part = alloc((progs, width), s, f32)
     common = dict(R=r, R_PAD=max(2, _next_pow2(r)), BLOCK_M=block_m,
                   K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None, num_stages=1)
-    args = (g, alpha, weight_a, U, V, dsc, dzs, dba_part, du_part, dv_part, n, d, d_in, k)
+    args = (g, alpha, weight_a, U, V, dsc, dzs, part, n, d, d_in, k, width)
     if stream:
         maxnreg = maxnreg or BWD_STREAM_MAXNREG
         tk.lorap_bwd_stream_kernel[(progs,)](
             *args, BLOCK_C=block_c or BWD_STREAM_BLOCK_C, PREC=dot_precision(),
-            num_warps=num_warps or BWD_STREAM_WARPS, **common,
+            STAGES=stages or BWD_STREAM_STAGES, num_warps=num_warps or BWD_STREAM_WARPS, **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
@@ -382,17 +394,40 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         else:
             dzs = torch.mm(dsc, w32).to(z.dtype)
     ds, dz = (dzs, None) if z is None else (g, dzs)
-    dwa = torch.mm(dsc.t(), zz.to(f32))
+    dwa = lorap_dwa(dsc, zz)
     if s_from_output:  # zz is out = s + (alpha U) V
         dwa -= (dsc.t() @ (alpha @ U.to(f32))) @ V.to(f32)
+    sums = part.sum(0)
     return (
         ds,
         dz,
         dwa.to(weight_a.dtype),
-        dba_part.sum(0).to(bias_a.dtype),
-        du_part.sum(0).to(U.dtype),
-        dv_part.sum(0).to(V.dtype),
+        sums[:k].to(bias_a.dtype),
+        sums[k:k + k * r].view(k, r).to(U.dtype),
+        sums[k + k * r:].view(r, d).to(V.dtype),
     )
+
+
+def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
+    """``dW_a = d_scores^T z``: ``(N, k)`` float32 and ``(N, d_in)`` -> ``(k, d_in)`` float32,
+    as a split-K Triton product (see ``DWA_*``); the splits' partials are summed in a fixed
+    order, so the result is deterministic."""
+    from qgnn.kernels import _triton_kernels as tk
+
+    n, k = d_scores.shape
+    d_in = z.shape[1]
+    if n == 0:
+        return torch.zeros(k, d_in, dtype=torch.float32, device=z.device)
+    splits = max(1, min(-(-n // DWA_BLOCK_M), int(DWA_SPLITS_PER_SM * num_sms(z.device))))
+    rows_per_split = -(-(-(-n // splits)) // DWA_BLOCK_M) * DWA_BLOCK_M  # whole row blocks
+    splits = -(-n // rows_per_split)
+    part = alloc((splits, k, d_in), z, torch.float32)
+    tk.lorap_dwa_splitk_kernel[(-(-d_in // DWA_BLOCK_C), splits)](
+        d_scores, z, part, n, d_in, k, rows_per_split, BLOCK_M=DWA_BLOCK_M, BLOCK_C=DWA_BLOCK_C,
+        K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
+        num_warps=DWA_WARPS, num_stages=DWA_STAGES,
+    )
+    return part.sum(0)
 
 
 class LorapInjectFunction(torch.autograd.Function):

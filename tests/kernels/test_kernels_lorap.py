@@ -284,3 +284,22 @@ def test_stream_forward_in_place_is_not_timed(force_triton, monkeypatch):
     assert rel(s, lorap_reference(*t64)) < 1e-5
     lk.lorap_forward_triton(t64[0].float(), *[x.float() for x in t64[1:]], mode="stream")
     assert picks == [1]  # a separate output is timed
+
+
+@pytest.mark.parametrize("n,k,d_in,block_m", [(300, 40, 70, 16), (5, 7, 19, 64), (64, 16, 64, 16)])
+def test_dwa_split_k_matches_float64_and_is_deterministic(force_triton, monkeypatch, n, k, d_in,
+                                                          block_m):
+    # small row blocks give several splits on the interpreter's 4 "SMs", the last one short
+    monkeypatch.setattr(lk, "DWA_BLOCK_M", block_m)
+    g = torch.Generator().manual_seed(n + k)
+    dsc = torch.randn(n, k, generator=g, dtype=torch.float64)
+    z = torch.randn(n, d_in, generator=g, dtype=torch.float64)
+    got = lk.lorap_dwa(dsc.float(), z.float())
+    assert got.shape == (k, d_in) and got.dtype == torch.float32
+    assert rel(got, dsc.t() @ z) < 1e-5
+    assert torch.equal(got, lk.lorap_dwa(dsc.float(), z.float()))
+
+
+def test_dwa_split_k_without_rows_is_zero(force_triton):
+    got = lk.lorap_dwa(torch.empty(0, 6), torch.empty(0, 9))
+    assert torch.equal(got, torch.zeros(6, 9))
