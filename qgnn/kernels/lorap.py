@@ -96,7 +96,10 @@ BWD_FUSE_DZ = True
 # Backward row pass: "rows" (persistent, the kernel above) or "stream" (one row block per
 # program, column chunks, ds / dz product on the tensor cores), and the stream tunables.
 # Measured on one H100 (as above): stream 435 us vs rows 640 us with tf32 off, 346 vs 583 us
-# on. Few threads a row block measured best (its row and column sums stay within warps).
+# on. Stream tunables, whole backward on one H100 (benchmarks/experiments/
+# lorap_forward_occupancy.py, BWD_VARIANTS, 5 rounds): 64 rows, 4 warps, both column loops
+# pipelined 3 deep 341 us; the earlier 32 rows, 2 warps, unpipelined 390 us (2 stages 356,
+# 64 rows at 1 / 2 / 4 stages 366 / 371 / 433, 128 rows and 8 warps 384).
 BWD_MODE = "stream"
 BWD_STREAM_BLOCK_M = 64
 BWD_STREAM_BLOCK_C = 64
@@ -107,9 +110,10 @@ BWD_STREAM_MAXNREG = None
 # Software-pipelining depth of the streamed backward's two column loops (1: none).
 BWD_STREAM_STAGES = 3
 # dW_a = d_scores^T z as a split-K Triton product (bf16x3 tensor-core products in exact mode)
-# rather than cuBLAS's float32 GEMM: 110.8 against 130.6 us on one H100 (N=169,343, d=256,
-# k=40; benchmarks/experiments/lorap_backward_parts.py); relative error 4.6e-6 against
-# float64. Row block, column block, row splits per SM, warps, pipeline depth.
+# rather than cuBLAS's float32 GEMM: 111.5 against 132.1 us on one H100 at one split per SM,
+# 104.8 at half that (N=169,343, d=256, k=40; benchmarks/experiments/lorap_backward_parts.py);
+# relative error 4.6e-6 against float64. Row block, column block, row splits per SM, warps,
+# pipeline depth.
 DWA_BLOCK_M = 64
 DWA_BLOCK_C = 64
 DWA_SPLITS_PER_SM = 0.5
