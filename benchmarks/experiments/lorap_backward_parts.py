@@ -11,7 +11,8 @@ against float64.
 
     python benchmarks/experiments/lorap_backward_parts.py     # JSON to $OUT or /tmp
 
-``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1`` checks the kernels on the CPU (errors only).
+``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1`` checks the kernels on the CPU (errors only);
+``D`` sets the width (default 256).
 """
 import json
 import os
@@ -85,7 +86,7 @@ def dwa_splitk(dsc, z, variant, part=None):
 
 
 def main():
-    n, d, k, r = int(os.environ.get("NROWS", 169_343)), 256, 40, 2
+    n, d, k, r = int(os.environ.get("NROWS", 169_343)), int(os.environ.get("D", 256)), 40, 2
     rounds = int(os.environ.get("ROUNDS", 3))
     g, (s, Wa, ba, U, V) = lorap_inputs(n, d, k, r, DEV)
     gout = torch.randn(n, d, device=DEV, generator=g)

@@ -9,7 +9,8 @@ against float64.
 
     python benchmarks/experiments/lorap_forward_occupancy.py      # JSON to $OUT or /tmp
 
-``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1`` checks the variants on the CPU (errors only).
+``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1`` checks the variants on the CPU (errors only);
+``D`` sets the width (default 256).
 ``ALPHA=0`` times the forward without ``alpha`` (inference), as ``bench_kernels.py`` reports it.
 """
 import json
@@ -65,7 +66,7 @@ if os.environ.get("BWD_VARIANTS"):
 
 
 def main():
-    n, d, k, r = int(os.environ.get("NROWS", 169_343)), 256, 40, 2
+    n, d, k, r = int(os.environ.get("NROWS", 169_343)), int(os.environ.get("D", 256)), 40, 2
     rounds = int(os.environ.get("ROUNDS", 3))
     g, (s, Wa, ba, U, V) = lorap_inputs(n, d, k, r, DEV)
     ref = L.lorap_reference(s.double(), Wa.double(), ba.double(), U.double(), V.double())

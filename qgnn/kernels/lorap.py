@@ -86,6 +86,10 @@ STREAM_SPLIT_K = True
 # a multiprocessor; 152-168 gave 141-142 us, 128 gave 149 us with spills).
 STREAM_HOIST_AU = True
 STREAM_MAXNREG = 160
+# Widths that are not a whole number of column chunks (a last layer with one column per class,
+# d = 40 on ogbn-arxiv, 7 on Cora) are not pipelined: there the pipelined passes took 330-362
+# us against 90-112 us with one stage (one H100, N=169,343, k=40, alpha written; d = 64 and
+# 128 gain from pipelining; benchmarks/experiments/lorap_narrow.py).
 # Backward row pass: row block, warps, programs per SM (persistent grid; ~128 registers a
 # thread, so 16 warps fit on a multiprocessor), and whether it also forms ds (or dz)
 # itself (else cuBLAS does; 637 vs 671 us for the whole backward with tf32 off).
@@ -110,15 +114,21 @@ BWD_STREAM_MAXNREG = None
 # Software-pipelining depth of the streamed backward's two column loops (1: none).
 BWD_STREAM_STAGES = 3
 # dW_a = d_scores^T z as a split-K Triton product (bf16x3 tensor-core products in exact mode)
-# rather than cuBLAS's float32 GEMM: 111.5 against 132.1 us on one H100 at one split per SM,
-# 104.8 at half that (N=169,343, d=256, k=40; benchmarks/experiments/lorap_backward_parts.py);
-# relative error 4.6e-6 against float64. Row block, column block, row splits per SM, warps,
-# pipeline depth.
+# rather than cuBLAS's float32 GEMM: 111.5 against 132.1 us on one H100 at 528 programs
+# (4 column blocks x 132 row splits), 104.8 at 264 (N=169,343, d=256, k=40;
+# benchmarks/experiments/lorap_backward_parts.py); relative error 4.6e-6 against float64.
+# Row block, column block, programs per SM (column blocks x row splits), warps, pipeline depth.
 DWA_BLOCK_M = 64
 DWA_BLOCK_C = 64
-DWA_SPLITS_PER_SM = 0.5
+DWA_PROGRAMS_PER_SM = 2
 DWA_WARPS = 4
 DWA_STAGES = 3
+# Narrow or unaligned widths (d_in not a multiple of 16 floats, e.g. 40 or 7 classes) keep
+# cuBLAS for dW_a (57 against 148 us at d_in = 40; at 64 and 128 the split-K product wins,
+# 50 / 67 against 61 / 81 us), and the streamed backward takes 32-row blocks, unpipelined
+# (320 against 360 us for 64 rows at d = 40; lorap_narrow.py).
+DWA_MIN_ALIGN = 16
+BWD_STREAM_BLOCK_M_UNALIGNED = 32
 
 
 def lorap_reference(
@@ -283,6 +293,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         maxnreg = maxnreg or STREAM_MAXNREG
         extra = {"maxnreg": maxnreg} if maxnreg else {}
         num_warps = num_warps or STREAM_WARPS
+        whole_chunks = d % block_c == 0 and d_in % block_c == 0
 
         def launch(stages):
             tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
@@ -291,12 +302,13 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
                 n, d, d_in, k,
                 R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
                 K_A=k_a, K_B=k_b, STAGES=stages,
-                STAGES_OUT=stages_out or STREAM_STAGES_OUT, STORE_ALPHA=alpha_out is not None,
+                STAGES_OUT=stages_out or (STREAM_STAGES_OUT if whole_chunks else 1),
+                STORE_ALPHA=alpha_out is not None,
                 HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
                 num_warps=num_warps, num_stages=stages, **extra,
             )
 
-        stages = num_stages or STREAM_STAGES
+        stages = num_stages or (STREAM_STAGES if whole_chunks else 1)
         if stages is None:
             key = (s.device, n.bit_length(), d, d_in, k, r, alpha_out is not None, block_m,
                    block_c, num_warps, meta["PREC"])
@@ -367,7 +379,12 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     if mode not in ("rows", "stream"):
         raise ValueError(f"mode must be 'rows' or 'stream', got {mode!r}.")
     stream = mode == "stream"
-    block_m = block_m or (BWD_STREAM_BLOCK_M if stream else BWD_BLOCK_M)
+    bwd_block_c = block_c or BWD_STREAM_BLOCK_C
+    whole_chunks = d % bwd_block_c == 0 and d_in % bwd_block_c == 0
+    if not stream:
+        block_m = block_m or BWD_BLOCK_M
+    else:
+        block_m = block_m or (BWD_STREAM_BLOCK_M if whole_chunks else BWD_STREAM_BLOCK_M_UNALIGNED)
     tiles = -(-n // block_m)
     # "rows" is persistent (a few programs per SM); "stream" runs one program per row block.
     progs = max(1, tiles if stream else min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
@@ -382,8 +399,9 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     if stream:
         maxnreg = maxnreg or BWD_STREAM_MAXNREG
         tk.lorap_bwd_stream_kernel[(progs,)](
-            *args, BLOCK_C=block_c or BWD_STREAM_BLOCK_C, PREC=dot_precision(),
-            STAGES=stages or BWD_STREAM_STAGES, num_warps=num_warps or BWD_STREAM_WARPS, **common,
+            *args, BLOCK_C=bwd_block_c, PREC=dot_precision(),
+            STAGES=stages or (BWD_STREAM_STAGES if whole_chunks else 1),
+            num_warps=num_warps or BWD_STREAM_WARPS, **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
@@ -414,19 +432,24 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
 
 def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
     """``dW_a = d_scores^T z``: ``(N, k)`` float32 and ``(N, d_in)`` -> ``(k, d_in)`` float32,
-    as a split-K Triton product (see ``DWA_*``); the splits' partials are summed in a fixed
-    order, so the result is deterministic."""
+    as a split-K Triton product (see ``DWA_*``; cuBLAS where ``d_in`` is not a multiple of
+    ``DWA_MIN_ALIGN``); the splits' partials are summed in a fixed order, so the result is
+    deterministic."""
     from qgnn.kernels import _triton_kernels as tk
 
     n, k = d_scores.shape
     d_in = z.shape[1]
     if n == 0:
         return torch.zeros(k, d_in, dtype=torch.float32, device=z.device)
-    splits = max(1, min(-(-n // DWA_BLOCK_M), int(DWA_SPLITS_PER_SM * num_sms(z.device))))
+    if d_in % DWA_MIN_ALIGN:
+        return torch.mm(d_scores.t(), z.to(torch.float32))
+    col_blocks = -(-d_in // DWA_BLOCK_C)
+    # enough row splits to fill the GPU whatever the width (d_in = 40 has one column block)
+    splits = max(1, min(-(-n // DWA_BLOCK_M), -(-DWA_PROGRAMS_PER_SM * num_sms(z.device) // col_blocks)))
     rows_per_split = -(-(-(-n // splits)) // DWA_BLOCK_M) * DWA_BLOCK_M  # whole row blocks
     splits = -(-n // rows_per_split)
     part = alloc((splits, k, d_in), z, torch.float32)
-    tk.lorap_dwa_splitk_kernel[(-(-d_in // DWA_BLOCK_C), splits)](
+    tk.lorap_dwa_splitk_kernel[(col_blocks, splits)](
         d_scores, z, part, n, d_in, k, rows_per_split, BLOCK_M=DWA_BLOCK_M, BLOCK_C=DWA_BLOCK_C,
         K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
         num_warps=DWA_WARPS, num_stages=DWA_STAGES,

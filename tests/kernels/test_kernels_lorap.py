@@ -27,9 +27,11 @@ def make(n, d, k, r, d_in, seed):
 
 
 # N not a multiple of the row block; k and d not powers of two; a separate score input;
-# k = 40 and 72 run the streamed forward's two score parts (32 + 16, 64 + 16 columns).
+# k = 40 and 72 run the streamed forward's two score parts (32 + 16, 64 + 16 columns). Widths
+# of whole 64-column chunks (the last two) take the pipelined streamed passes and the split-K
+# dW_a; the others one stage and cuBLAS (or split-K where d_in is a multiple of 16).
 SHAPES = [(37, 24, 5, 2, None), (50, 40, 40, 3, None), (21, 33, 7, 1, 19), (16, 16, 16, 2, None),
-          (19, 24, 72, 2, None)]
+          (19, 24, 72, 2, None), (70, 128, 40, 2, None), (23, 64, 40, 2, 128)]
 
 
 # (forward mode, backward row pass, ds / dz in that pass or through cuBLAS)
@@ -228,7 +230,7 @@ def test_stream_forward_steps_down_stages_when_out_of_shared_memory(force_triton
 
     monkeypatch.setattr(tk, "lorap_fwd_stream_kernel", SmallGPU())
     monkeypatch.setattr(lk, "STREAM_STAGES", 4)
-    t64 = make(45, 48, 40, 3, None, seed=7)
+    t64 = make(45, 64, 40, 3, None, seed=7)  # whole 64-column chunks: pipelined
     out = lk.lorap_forward_triton(*[x.float() for x in t64], mode="stream", hoist_au=hoist)
     assert tried == [4, 3, 2]
     assert rel(out, lorap_reference(*t64)) < 1e-5
@@ -277,7 +279,7 @@ def test_stream_forward_in_place_is_not_timed(force_triton, monkeypatch):
     monkeypatch.setattr(lk, "_timed_pick", lambda *a, **k: picks.append(1) or 3)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # as on a GPU
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    t64 = make(30, 40, 9, 2, None, seed=11)
+    t64 = make(30, 64, 9, 2, None, seed=11)
     s = t64[0].float().clone()
     lk.lorap_forward_triton(s, *[x.float() for x in t64[1:]], out=s, mode="stream")
     assert picks == []
@@ -286,7 +288,43 @@ def test_stream_forward_in_place_is_not_timed(force_triton, monkeypatch):
     assert picks == [1]  # a separate output is timed
 
 
-@pytest.mark.parametrize("n,k,d_in,block_m", [(300, 40, 70, 16), (5, 7, 19, 64), (64, 16, 64, 16)])
+def test_stream_passes_are_not_pipelined_on_partial_chunks(force_triton, monkeypatch):
+    """A width that is not a whole number of column chunks (d = 40: one class per column)
+    runs one stage, untimed, forward and backward (pipelined, such widths ran 3-4x slower on
+    an H100)."""
+    from qgnn.kernels import _triton_kernels as tk
+
+    monkeypatch.setattr(lk, "_timed_pick", lambda *a, **k: pytest.fail("timed a partial chunk"))
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # as on a GPU
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    seen = {}
+    for name in ("lorap_fwd_stream_kernel", "lorap_bwd_stream_kernel"):
+        real = getattr(tk, name)
+
+        class Spy:
+            def __getitem__(self, grid, real=real, name=name):
+                def launch(*args, **kw):
+                    seen[name] = kw
+                    return real[grid](*args, **kw)
+                return launch
+        monkeypatch.setattr(tk, name, Spy())
+    s, wa, ba, u, v = [x.float() for x in make(30, 40, 9, 2, None, seed=3)]
+    alpha = torch.empty(30, 9)
+    out = lk.lorap_forward_triton(s, wa, ba, u, v, alpha_out=alpha, mode="stream")
+    assert rel(out, lorap_reference(s.double(), wa.double(), ba.double(), u.double(), v.double())) < 1e-5
+    lk.lorap_backward_triton(torch.randn(30, 40), s, wa, ba, u, v, alpha=alpha, mode="stream")
+    fwd, bwd = seen["lorap_fwd_stream_kernel"], seen["lorap_bwd_stream_kernel"]
+    assert (fwd["STAGES"], fwd["STAGES_OUT"], bwd["STAGES"]) == (1, 1, 1)
+    assert bwd["BLOCK_M"] == lk.BWD_STREAM_BLOCK_M_UNALIGNED
+
+
+def test_dwa_keeps_cublas_for_unaligned_widths(force_triton):
+    g = torch.Generator().manual_seed(5)
+    dsc, z = torch.randn(50, 40, generator=g), torch.randn(50, 70, generator=g)
+    assert torch.equal(lk.lorap_dwa(dsc, z), torch.mm(dsc.t(), z))
+
+
+@pytest.mark.parametrize("n,k,d_in,block_m", [(300, 40, 80, 16), (5, 7, 16, 64), (64, 16, 64, 16)])
 def test_dwa_split_k_matches_float64_and_is_deterministic(force_triton, monkeypatch, n, k, d_in,
                                                           block_m):
     # small row blocks give several splits on the interpreter's 4 "SMs", the last one short
