@@ -113,6 +113,9 @@ BWD_STREAM_WARPS = 4
 BWD_STREAM_MAXNREG = None
 # Software-pipelining depth of the streamed backward's two column loops (1: none).
 BWD_STREAM_STAGES = 3
+# With tf32 allowed (plain tf32 products, cuBLAS's tf32 GEMM for dW_a) the earlier tunables
+# are faster: 32 rows, 2 warps, unpipelined, 325 against 430 us (one H100, d=256).
+BWD_STREAM_TF32 = (32, 2, 1)  # (rows, warps, stages)
 # dW_a = d_scores^T z as a split-K Triton product (bf16x3 tensor-core products in exact mode)
 # rather than cuBLAS's float32 GEMM: 111.5 against 132.1 us on one H100 at 528 programs
 # (4 column blocks x 132 row splits), 104.8 at 264 (N=169,343, d=256, k=40;
@@ -380,11 +383,17 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         raise ValueError(f"mode must be 'rows' or 'stream', got {mode!r}.")
     stream = mode == "stream"
     bwd_block_c = block_c or BWD_STREAM_BLOCK_C
-    whole_chunks = d % bwd_block_c == 0 and d_in % bwd_block_c == 0
+    prec = dot_precision()
+    if not (d % bwd_block_c == 0 and d_in % bwd_block_c == 0):  # a partial column chunk
+        tuned = (BWD_STREAM_BLOCK_M_UNALIGNED, BWD_STREAM_WARPS, 1)
+    elif prec == "tf32":
+        tuned = BWD_STREAM_TF32
+    else:
+        tuned = (BWD_STREAM_BLOCK_M, BWD_STREAM_WARPS, BWD_STREAM_STAGES)
     if not stream:
         block_m = block_m or BWD_BLOCK_M
     else:
-        block_m = block_m or (BWD_STREAM_BLOCK_M if whole_chunks else BWD_STREAM_BLOCK_M_UNALIGNED)
+        block_m = block_m or tuned[0]
     tiles = -(-n // block_m)
     # "rows" is persistent (a few programs per SM); "stream" runs one program per row block.
     progs = max(1, tiles if stream else min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
@@ -399,9 +408,8 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     if stream:
         maxnreg = maxnreg or BWD_STREAM_MAXNREG
         tk.lorap_bwd_stream_kernel[(progs,)](
-            *args, BLOCK_C=bwd_block_c, PREC=dot_precision(),
-            STAGES=stages or (BWD_STREAM_STAGES if whole_chunks else 1),
-            num_warps=num_warps or BWD_STREAM_WARPS, **common,
+            *args, BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
+            num_warps=num_warps or tuned[1], **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
@@ -433,15 +441,15 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
 def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
     """``dW_a = d_scores^T z``: ``(N, k)`` float32 and ``(N, d_in)`` -> ``(k, d_in)`` float32,
     as a split-K Triton product (see ``DWA_*``; cuBLAS where ``d_in`` is not a multiple of
-    ``DWA_MIN_ALIGN``); the splits' partials are summed in a fixed order, so the result is
-    deterministic."""
+    ``DWA_MIN_ALIGN`` or tf32 is allowed); the splits' partials are summed in a fixed order,
+    so the result is deterministic."""
     from qgnn.kernels import _triton_kernels as tk
 
     n, k = d_scores.shape
     d_in = z.shape[1]
     if n == 0:
         return torch.zeros(k, d_in, dtype=torch.float32, device=z.device)
-    if d_in % DWA_MIN_ALIGN:
+    if d_in % DWA_MIN_ALIGN or dot_precision() == "tf32":  # cuBLAS is faster in these cases
         return torch.mm(d_scores.t(), z.to(torch.float32))
     col_blocks = -(-d_in // DWA_BLOCK_C)
     # enough row splits to fill the GPU whatever the width (d_in = 40 has one column block)
