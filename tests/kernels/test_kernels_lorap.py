@@ -346,10 +346,8 @@ def test_dwa_split_k_without_rows_is_zero(force_triton):
 def test_tf32_keeps_cublas_dwa_and_its_own_backward_tunables(force_triton, monkeypatch):
     from qgnn.kernels import _triton_kernels as tk
 
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    g = torch.Generator().manual_seed(6)
-    dsc, z = torch.randn(50, 40, generator=g), torch.randn(50, 64, generator=g)
-    assert torch.equal(lk.lorap_dwa(dsc, z), torch.mm(dsc.t(), z))
+    matmul = torch.backends.cuda.matmul  # a settings object: set and restore by hand
+    before = matmul.allow_tf32
     real, seen = tk.lorap_bwd_stream_kernel, {}
 
     class Spy:
@@ -359,6 +357,13 @@ def test_tf32_keeps_cublas_dwa_and_its_own_backward_tunables(force_triton, monke
                 return real[grid](*args, **kw)
             return launch
     monkeypatch.setattr(tk, "lorap_bwd_stream_kernel", Spy())
-    s, wa, ba, u, v = [x.float() for x in make(30, 64, 9, 2, None, seed=4)]
-    lk.lorap_backward_triton(torch.randn(30, 64), s, wa, ba, u, v, mode="stream")
+    try:
+        matmul.allow_tf32 = True
+        g = torch.Generator().manual_seed(6)
+        dsc, z = torch.randn(50, 40, generator=g), torch.randn(50, 64, generator=g)
+        assert torch.equal(lk.lorap_dwa(dsc, z), torch.mm(dsc.t(), z))
+        s, wa, ba, u, v = [x.float() for x in make(30, 64, 9, 2, None, seed=4)]
+        lk.lorap_backward_triton(torch.randn(30, 64), s, wa, ba, u, v, mode="stream")
+    finally:
+        matmul.allow_tf32 = before
     assert (seen["BLOCK_M"], seen["num_warps"], seen["STAGES"], seen["PREC"]) == (*lk.BWD_STREAM_TF32, "tf32")
