@@ -1,0 +1,75 @@
+"""The whole LoRAP backward (``lorap_backward_triton``) at N=169,343, k=40, r=2, widths 256 and
+40, tf32 off and on, on one GPU: the library's choice and variants of its tunables (module
+constants patched for the call), 3 round-robin rounds, median.
+
+    python benchmarks/experiments/lorap_backward_variants.py [--tree DIR] [--only-current]
+
+``--tree DIR`` imports qgnn from another source tree (e.g. a worktree of an older commit) to
+time its backward; run this script alternately on two trees for an A/B. ``--only-current``
+skips the variants (an older tree may lack their constants).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--tree", default=".", help="source tree whose qgnn is timed")
+ap.add_argument("--only-current", action="store_true", help="time the library's choice only")
+ap.add_argument("--out", help="JSON file for the results")
+args = ap.parse_args()
+sys.path.insert(0, os.path.abspath(args.tree))
+
+import torch  # noqa: E402
+from triton.testing import do_bench  # noqa: E402
+
+from qgnn.kernels import lorap as L  # noqa: E402
+
+NO_SPLIT_K = {"DWA_MIN_ALIGN": 10**9}  # dW_a through cuBLAS
+EARLIER = {"BWD_STREAM_BLOCK_M": 32, "BWD_STREAM_WARPS": 2, "BWD_STREAM_STAGES": 1}
+VARIANTS = {"current": {}, "cublas dW_a": NO_SPLIT_K, "32 rows, 2 warps, 1 stage": EARLIER,
+            "32 rows, 2 warps, 1 stage, cublas dW_a": {**EARLIER, **NO_SPLIT_K},
+            "64 rows, 4 warps, 1 stage": {"BWD_STREAM_STAGES": 1},
+            "64 rows, 4 warps, 2 stages": {"BWD_STREAM_STAGES": 2}}
+if args.only_current:
+    VARIANTS = {"current": {}}
+
+
+def main():
+    res = {"tree": args.tree, "device": torch.cuda.get_device_name(), "us": {}}
+    for tf32 in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        for d in (256, 40):
+            g = torch.Generator(device="cuda").manual_seed(0)
+            n, k, r = 169_343, 40, 2
+            s = torch.randn(n, d, device="cuda", generator=g)
+            wa = torch.randn(k, d, device="cuda", generator=g) / 16
+            ba = torch.randn(k, device="cuda", generator=g) / 10
+            u = torch.randn(k, r, device="cuda", generator=g)
+            v = torch.randn(r, d, device="cuda", generator=g) / 4
+            gout = torch.randn(n, d, device="cuda", generator=g)
+            alpha = L.lorap_alpha(s, wa, ba)
+            times = {name: [] for name in VARIANTS}
+            for _ in range(3):
+                for name, patch in VARIANTS.items():
+                    saved = {a: getattr(L, a) for a in patch}
+                    for a, b in patch.items():
+                        setattr(L, a, b)
+                    try:
+                        times[name].append(do_bench(
+                            lambda: L.lorap_backward_triton(gout, s, wa, ba, u, v, alpha=alpha),
+                            warmup=25, rep=150) * 1e3)
+                    finally:
+                        for a, b in saved.items():
+                            setattr(L, a, b)
+            for name, t in times.items():
+                key = f"tf32={tf32} d={d} {name}"
+                res["us"][key] = statistics.median(t)
+                print(f"{key:55s} {res['us'][key]:7.1f} us", flush=True)
+    if args.out:
+        json.dump(res, open(args.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
