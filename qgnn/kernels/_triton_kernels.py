@@ -175,12 +175,21 @@ def _rank_term(au_j, v_ptr, j: tl.constexpr, D, cols, cmask):
 
 
 @triton.jit
+def _aligned(n, ALIGN: tl.constexpr):
+    """``n`` itself when ``ALIGN`` (a power of two) divides it, written so that the compiler
+    knows it does: row offsets and column masks of a width ``n`` then allow vector access
+    (Triton itself only specialises on divisibility by 16)."""
+    return (n // ALIGN) * ALIGN
+
+
+@triton.jit
 def lorap_fwd_stream_kernel(
     s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
     N, D, D_IN, K,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_A: tl.constexpr,
     K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
     STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False,
+    ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -194,8 +203,10 @@ def lorap_fwd_stream_kernel(
     product and writes it. ``STORE_ALPHA``: also write ``alpha`` ``(N, K)`` float32 for the
     backward. ``HOIST_AU`` (``R <= 4``): form the ``R`` columns of ``alpha U`` once before
     pass 2, so that ``alpha`` need not stay in registers through it; otherwise each chunk
-    forms them again.
+    forms them again. ``ALIGN_*``: a power of two dividing ``D``, ``D_IN``, ``K`` (see
+    :func:`_aligned`).
     """
+    D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     rows64 = rows.to(tl.int64)
@@ -348,9 +359,11 @@ def lorap_bwd_stream_kernel(
     R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
     K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
     STAGES: tl.constexpr = 1,
+    ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
 ):
     """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``
-    (both passes software-pipelined ``STAGES`` deep; 1: not pipelined).
+    (both passes software-pipelined ``STAGES`` deep; 1: not pipelined; ``ALIGN_*`` as in
+    :func:`lorap_fwd_stream_kernel`).
 
     Pass 1 reads ``g`` chunk by chunk: ``d(alpha U) = g V^T`` ``(BLOCK_M, R)`` and this
     block's share of ``dV = (alpha U)^T g``, written to row ``pid`` of ``part`` (laid out as
@@ -361,6 +374,7 @@ def lorap_bwd_stream_kernel(
     ``dzs = d scores W_a (+ g when ADD_G)`` chunk by chunk, the product on the tensor cores.
     Partials are per program and summed by the caller: deterministic, no atomics.
     """
+    D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
@@ -417,14 +431,17 @@ def lorap_bwd_stream_kernel(
 @triton.jit
 def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
                             BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_PAD: tl.constexpr,
-                            PREC: tl.constexpr, STAGES: tl.constexpr):
+                            PREC: tl.constexpr, STAGES: tl.constexpr,
+                            ALIGN_D: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1):
     """``part[split, :, cols] = d_scores[rows]^T z[rows, cols]`` over the rows of one split.
 
     ``dW_a = d scores^T z`` is a ``(K, D)`` product reduced over all ``N`` rows: the grid is
     ``(column blocks, splits)``, each program walks its ``ROWS_PER_SPLIT`` rows in
     ``BLOCK_M`` tiles on the tensor cores (pipelined ``STAGES`` deep) and writes one partial;
-    the caller sums the ``splits`` partials (deterministic, no atomics).
+    the caller sums the ``splits`` partials (deterministic, no atomics). ``ALIGN_*`` as in
+    :func:`lorap_fwd_stream_kernel`.
     """
+    D, K = _aligned(D, ALIGN_D), _aligned(K, ALIGN_K)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(1)
     cmask = cols < D

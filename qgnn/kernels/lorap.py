@@ -158,6 +158,11 @@ def lorap_reference(
     return s + (alpha @ U) @ V
 
 
+def _pow2_divisor(n: int) -> int:
+    """The largest power of two that divides ``n``, at most 16 (the kernels' ``ALIGN_*``)."""
+    return min(n & -n, 16) if n > 0 else 1
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -308,6 +313,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
                 STAGES_OUT=stages_out or (STREAM_STAGES_OUT if whole_chunks else 1),
                 STORE_ALPHA=alpha_out is not None,
                 HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
+                ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
                 num_warps=num_warps, num_stages=stages, **extra,
             )
 
@@ -409,6 +415,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         maxnreg = maxnreg or BWD_STREAM_MAXNREG
         tk.lorap_bwd_stream_kernel[(progs,)](
             *args, BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
+            ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
             num_warps=num_warps or tuned[1], **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
@@ -460,7 +467,8 @@ def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
     tk.lorap_dwa_splitk_kernel[(col_blocks, splits)](
         d_scores, z, part, n, d_in, k, rows_per_split, BLOCK_M=DWA_BLOCK_M, BLOCK_C=DWA_BLOCK_C,
         K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
-        num_warps=DWA_WARPS, num_stages=DWA_STAGES,
+        ALIGN_D=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k), num_warps=DWA_WARPS,
+        num_stages=DWA_STAGES,
     )
     return part.sum(0)
 
