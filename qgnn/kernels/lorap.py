@@ -129,7 +129,8 @@ DWA_STAGES = 3
 # Narrow or unaligned widths (d_in not a multiple of 16 floats, e.g. 40 or 7 classes) keep
 # cuBLAS for dW_a (57 against 148 us at d_in = 40; at 64 and 128 the split-K product wins,
 # 50 / 67 against 61 / 81 us), and the streamed backward takes 32-row blocks, unpipelined
-# (320 against 360 us for 64 rows at d = 40; lorap_narrow.py).
+# (320 against 360 us for 64 rows at d = 40; lorap_narrow.py; both measured before the
+# kernels' ALIGN_* hints, which took the d = 40 backward from 234 to 173 us).
 DWA_MIN_ALIGN = 16
 BWD_STREAM_BLOCK_M_UNALIGNED = 32
 
@@ -156,6 +157,10 @@ def lorap_reference(
     z = s if score_input is None else score_input
     alpha = torch.softmax(torch.nn.functional.linear(z, weight_a, bias_a), dim=-1)
     return s + (alpha @ U) @ V
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _pow2_divisor(n: int) -> int:
@@ -458,11 +463,12 @@ def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
         return torch.zeros(k, d_in, dtype=torch.float32, device=z.device)
     if d_in % DWA_MIN_ALIGN or dot_precision() == "tf32":  # cuBLAS is faster in these cases
         return torch.mm(d_scores.t(), z.to(torch.float32))
-    col_blocks = -(-d_in // DWA_BLOCK_C)
-    # enough row splits to fill the GPU whatever the width (d_in = 40 has one column block)
-    splits = max(1, min(-(-n // DWA_BLOCK_M), -(-DWA_PROGRAMS_PER_SM * num_sms(z.device) // col_blocks)))
-    rows_per_split = -(-(-(-n // splits)) // DWA_BLOCK_M) * DWA_BLOCK_M  # whole row blocks
-    splits = -(-n // rows_per_split)
+    col_blocks = _cdiv(d_in, DWA_BLOCK_C)
+    # enough row splits to fill the GPU whatever the width (d_in = 64 has one column block)
+    programs = DWA_PROGRAMS_PER_SM * num_sms(z.device)
+    splits = max(1, min(_cdiv(n, DWA_BLOCK_M), _cdiv(programs, col_blocks)))
+    rows_per_split = _cdiv(_cdiv(n, splits), DWA_BLOCK_M) * DWA_BLOCK_M  # whole row blocks
+    splits = _cdiv(n, rows_per_split)
     part = alloc((splits, k, d_in), z, torch.float32)
     tk.lorap_dwa_splitk_kernel[(col_blocks, splits)](
         d_scores, z, part, n, d_in, k, rows_per_split, BLOCK_M=DWA_BLOCK_M, BLOCK_C=DWA_BLOCK_C,
