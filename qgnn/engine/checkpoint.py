@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 import qgnn
+from qgnn.engine.signals import interrupts_held
 from qgnn.errors import CheckpointError
 
 FORMAT = "qgnn-checkpoint"
@@ -28,7 +29,8 @@ def save_checkpoint(path, *, config: dict, epoch: int, model: dict, optimizer: O
                     metrics: Optional[dict] = None, extra: Optional[dict] = None) -> Path:
     """Write the checkpoint to a temporary file in the same folder, then rename it over ``path``.
 
-    A crash or interrupt leaves either the old file or the new one, never half of one.
+    A crash leaves either the old file or the new one, never half of one; an interrupt
+    (SIGINT, SIGTERM) waits until the file is in place.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,17 +46,18 @@ def save_checkpoint(path, *, config: dict, epoch: int, model: dict, optimizer: O
         "metrics": metrics or {},
         "extra": extra or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with interrupts_held():  # an interrupt mid-write would surface as torch.save's RuntimeError
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(payload, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
     return path
 
 

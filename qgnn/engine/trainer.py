@@ -25,6 +25,7 @@ import qgnn
 from qgnn.data import load_dataset
 from qgnn.engine.checkpoint import load_checkpoint, save_checkpoint
 from qgnn.engine.config import Config, config_from_dict
+from qgnn.engine.signals import interrupts_held
 from qgnn.engine.tasks import make_task
 from qgnn.errors import CheckpointError, ConfigError, TrainingError
 from qgnn.prompts import GPF, GPFPlus, attach_prompts, prompt_report
@@ -106,9 +107,10 @@ def _better(task, value: float, best: Optional[float]) -> bool:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with interrupts_held():
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
 
 def fit(cfg: Config, out_dir, device: str = "cpu", data_root: Optional[str] = None,
