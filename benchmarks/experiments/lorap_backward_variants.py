@@ -26,6 +26,9 @@ from triton.testing import do_bench  # noqa: E402
 
 from qgnn.kernels import lorap as L  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lorap_forward_variants import lorap_inputs  # noqa: E402  (the same seeded inputs)
+
 NO_SPLIT_K = {"DWA_MIN_ALIGN": 10**9}  # dW_a through cuBLAS
 EARLIER = {"BWD_STREAM_BLOCK_M": 32, "BWD_STREAM_WARPS": 2, "BWD_STREAM_STAGES": 1}
 VARIANTS = {"current": {}, "cublas dW_a": NO_SPLIT_K, "32 rows, 2 warps, 1 stage": EARLIER,
@@ -41,13 +44,8 @@ def main():
     for tf32 in (False, True):
         torch.backends.cuda.matmul.allow_tf32 = tf32
         for d in (256, 40):
-            g = torch.Generator(device="cuda").manual_seed(0)
             n, k, r = 169_343, 40, 2
-            s = torch.randn(n, d, device="cuda", generator=g)
-            wa = torch.randn(k, d, device="cuda", generator=g) / 16
-            ba = torch.randn(k, device="cuda", generator=g) / 10
-            u = torch.randn(k, r, device="cuda", generator=g)
-            v = torch.randn(r, d, device="cuda", generator=g) / 4
+            g, (s, wa, ba, u, v) = lorap_inputs(n, d, k, r, "cuda")
             gout = torch.randn(n, d, device="cuda", generator=g)
             alpha = L.lorap_alpha(s, wa, ba)
             times = {name: [] for name in VARIANTS}

@@ -16,6 +16,9 @@ from triton.testing import do_bench  # noqa: E402
 
 from qgnn.kernels import lorap as L  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lorap_forward_variants import lorap_inputs  # noqa: E402  (the same seeded inputs)
+
 torch.backends.cuda.matmul.allow_tf32 = False
 
 
@@ -24,13 +27,8 @@ def median_us(fn):
 
 
 for d in (40, 7, 256):
-    g = torch.Generator(device="cuda").manual_seed(0)
     n, k, r = 169_343, 40, 2
-    s = torch.randn(n, d, device="cuda", generator=g)
-    wa = torch.randn(k, d, device="cuda", generator=g) / 16
-    ba = torch.randn(k, device="cuda", generator=g) / 10
-    u = torch.randn(k, r, device="cuda", generator=g)
-    v = torch.randn(r, d, device="cuda", generator=g) / 4
+    g, (s, wa, ba, u, v) = lorap_inputs(n, d, k, r, "cuda")
     gout = torch.randn(n, d, device="cuda", generator=g)
     alpha, out = torch.empty(n, k, device="cuda"), torch.empty_like(s)
     ref = L.lorap_reference(s.double(), wa.double(), ba.double(), u.double(), v.double())
