@@ -12,6 +12,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("DGLBACKEND", "pytorch")
+# The suite runs Triton kernels only through the CPU interpreter (tests/kernels). Triton
+# decorates its own language helpers (tl.zeros, ...) when it is first imported, so the
+# variable must be set before anything in this process imports triton: in a fresh CI
+# environment every interpreted kernel failed ("Cannot call @triton.jit'd outside of the
+# scope of a kernel", from tl.zeros) once a test module imported triton at collection.
+os.environ["TRITON_INTERPRET"] = "1"
 
 from qgnn.data.base import resolve_data_root  # noqa: E402
 
