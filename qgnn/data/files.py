@@ -26,6 +26,7 @@ import torch
 from qgnn.data.base import GraphSample, sha256
 from qgnn.errors import DataError
 from qgnn.graph import Graph
+from qgnn.signals import interrupts_held
 
 Tensor = torch.Tensor
 
@@ -142,8 +143,9 @@ class ProcessedCache:
             return
         os.close(fd)
         try:
-            torch.save(obj, tmp)
-            os.replace(tmp, self.path)
+            with interrupts_held():  # a cut torch.save surfaces as a RuntimeError, not an interrupt
+                torch.save(obj, tmp)
+                os.replace(tmp, self.path)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
 

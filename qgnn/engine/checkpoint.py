@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 import qgnn
-from qgnn.engine.signals import interrupts_held
+from qgnn.signals import interrupts_held
 from qgnn.errors import CheckpointError
 
 FORMAT = "qgnn-checkpoint"

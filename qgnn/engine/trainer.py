@@ -25,7 +25,7 @@ import qgnn
 from qgnn.data import load_dataset
 from qgnn.engine.checkpoint import load_checkpoint, save_checkpoint
 from qgnn.engine.config import Config, config_from_dict
-from qgnn.engine.signals import interrupts_held
+from qgnn.signals import interrupts_held
 from qgnn.engine.tasks import make_task
 from qgnn.errors import CheckpointError, ConfigError, TrainingError
 from qgnn.prompts import GPF, GPFPlus, attach_prompts, prompt_report

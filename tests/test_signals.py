@@ -1,4 +1,4 @@
-"""Interrupts wait for a file write to finish (qgnn.engine.signals, checkpoint saving)."""
+"""Interrupts wait for a file write to finish (qgnn.signals, checkpoint saving)."""
 
 import signal
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qgnn.engine import checkpoint
-from qgnn.engine.signals import interrupts_held
+from qgnn.signals import interrupts_held
 
 
 def _raise_interrupt(signum, frame):  # what train.py installs for SIGTERM
@@ -51,3 +51,23 @@ def test_sigterm_during_torch_save_leaves_a_whole_checkpoint(sigterm_interrupts,
     payload = checkpoint.load_checkpoint(path)
     assert payload["epoch"] == 3 and torch.equal(payload["model"]["w"], torch.ones(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # no temporary left
+
+
+def test_sigterm_during_a_dataset_cache_write_leaves_a_whole_cache(sigterm_interrupts, tmp_path, monkeypatch):
+    from qgnn.data import files
+
+    real_save = torch.save
+
+    def save_with_sigterm(obj, f, *args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(files.torch, "save", save_with_sigterm)
+    cache = files.ProcessedCache(tmp_path, "toy")
+    with pytest.raises(KeyboardInterrupt):
+        cache.get("k", lambda: {"x": torch.arange(3)})
+    monkeypatch.setattr(files.torch, "save", real_save)
+    monkeypatch.setattr(files.ProcessedCache, "_memory", {})  # read it back from disk, not memory
+    payload = files.ProcessedCache(tmp_path, "toy").get("k", lambda: pytest.fail("rebuilt: the file was cut"))
+    assert torch.equal(payload["x"], torch.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.pt"]
