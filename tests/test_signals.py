@@ -20,6 +20,19 @@ def sigterm_interrupts():
     signal.signal(signal.SIGTERM, previous)
 
 
+@pytest.fixture
+def sigterm_inside_torch_save(sigterm_interrupts, monkeypatch):
+    """torch.save receives a SIGTERM as it starts writing; yields the real torch.save."""
+    real_save = torch.save
+
+    def save_with_sigterm(obj, f, *args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_with_sigterm)
+    yield real_save
+
+
 def test_a_held_signal_is_delivered_after_the_block(sigterm_interrupts):
     steps = []
     with pytest.raises(KeyboardInterrupt, match="signal 15"):
@@ -36,15 +49,8 @@ def test_no_signal_no_interrupt(sigterm_interrupts):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_sigterm_during_torch_save_leaves_a_whole_checkpoint(sigterm_interrupts, tmp_path, monkeypatch):
+def test_sigterm_during_torch_save_leaves_a_whole_checkpoint(sigterm_inside_torch_save, tmp_path):
     # Before, the interrupt raised inside torch.save came out as its zip writer's RuntimeError.
-    real_save = torch.save
-
-    def save_with_sigterm(obj, f, *args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(checkpoint.torch, "save", save_with_sigterm)
     path = tmp_path / "best.pt"
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save_checkpoint(path, config={"a": 1}, epoch=3, model={"w": torch.ones(2)})
@@ -53,20 +59,14 @@ def test_sigterm_during_torch_save_leaves_a_whole_checkpoint(sigterm_interrupts,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # no temporary left
 
 
-def test_sigterm_during_a_dataset_cache_write_leaves_a_whole_cache(sigterm_interrupts, tmp_path, monkeypatch):
+def test_sigterm_during_a_dataset_cache_write_leaves_a_whole_cache(sigterm_inside_torch_save, tmp_path,
+                                                                    monkeypatch):
     from qgnn.data import files
 
-    real_save = torch.save
-
-    def save_with_sigterm(obj, f, *args, **kwargs):
-        signal.raise_signal(signal.SIGTERM)
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(files.torch, "save", save_with_sigterm)
     cache = files.ProcessedCache(tmp_path, "toy")
     with pytest.raises(KeyboardInterrupt):
         cache.get("k", lambda: {"x": torch.arange(3)})
-    monkeypatch.setattr(files.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", sigterm_inside_torch_save)
     monkeypatch.setattr(files.ProcessedCache, "_memory", {})  # read it back from disk, not memory
     payload = files.ProcessedCache(tmp_path, "toy").get("k", lambda: pytest.fail("rebuilt: the file was cut"))
     assert torch.equal(payload["x"], torch.arange(3))
