@@ -49,7 +49,10 @@ def spy_packed(monkeypatch):
 @pytest.mark.parametrize("arch", ["gcn", "gin", "gat"])
 @pytest.mark.parametrize("method,bits", [("qat", 8), ("qat", 4), ("dq", 4), ("a2q", 4), ("qat", 2)])
 def test_triton_low_bit_path_matches_torch(force_triton, monkeypatch, arch, method, bits):
-    graph, x = small_graph(), torch.rand(30, 12)
+    # Fixed features: the two paths sum in different orders, so a value within float rounding
+    # of a quantization boundary takes the neighbouring code on one of them (a one-step jump
+    # that spreads through the next layer); fresh draws hit one in about 1 test of 20.
+    graph, x = small_graph(), torch.rand(30, 12, generator=torch.Generator().manual_seed(0))
     seen = spy_packed(monkeypatch)
     ref_model, model = quantized_pair(arch, method, bits, graph, x)
     for training in (True, False):
