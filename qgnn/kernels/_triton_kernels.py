@@ -183,27 +183,16 @@ def _aligned(n, ALIGN: tl.constexpr):
 
 
 @triton.jit
-def _program_rows(pid, ROWS, N, BLOCK_M: tl.constexpr):
-    """Rows ``pid * ROWS + [0, BLOCK_M)`` of a program and their mask (within ``ROWS`` and
-    ``N``). ``ROWS <= BLOCK_M`` rows a program lets the caller size the grid to whole waves
-    of resident programs (``qgnn.kernels.lorap.balanced_rows``)."""
-    local = tl.arange(0, BLOCK_M)
-    rows = pid * ROWS + local
-    return rows, (local < ROWS) & (rows < N)
-
-
-@triton.jit
 def lorap_fwd_stream_kernel(
     s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
-    N, D, D_IN, K, ROWS,
+    N, D, D_IN, K,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_A: tl.constexpr,
     K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
     STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
 ):
-    """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``ROWS`` rows (a ``BLOCK_M`` tile, the
-    rows past ``ROWS`` masked; see :func:`_program_rows`), streamed in column chunks of
-    ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
+    """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
+    chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
 
     Pass 1 is a GEMM main loop: ``scores += z[:, c] W_a^T[c, :]`` chunk by chunk on the tensor
     cores, software-pipelined ``STAGES`` deep, so only ``(BLOCK_M + K) x BLOCK_C`` tiles
@@ -218,7 +207,8 @@ def lorap_fwd_stream_kernel(
     :func:`_aligned`).
     """
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
-    rows, rmask = _program_rows(tl.program_id(0), ROWS, N, BLOCK_M)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
     rows64 = rows.to(tl.int64)
     cc = tl.arange(0, BLOCK_C)
     ka = tl.arange(0, K_A)
@@ -365,14 +355,13 @@ def lorap_bwd_rows_kernel(
 def lorap_bwd_stream_kernel(
     g_ptr, alpha_ptr, wa_ptr, u_ptr, v_ptr,
     dsc_ptr, dzs_ptr, part_ptr,
-    N, D, D_IN, K, P, ROWS,
+    N, D, D_IN, K, P,
     R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
     K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
     STAGES: tl.constexpr = 1,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
 ):
-    """Row-wise LoRAP backward for ``ROWS`` rows (a ``BLOCK_M`` tile, as in
-    :func:`lorap_fwd_stream_kernel`), streamed in column chunks of ``BLOCK_C``
+    """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``
     (both passes software-pipelined ``STAGES`` deep; 1: not pipelined; ``ALIGN_*`` as in
     :func:`lorap_fwd_stream_kernel`).
 
@@ -387,7 +376,8 @@ def lorap_bwd_stream_kernel(
     """
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     pid = tl.program_id(0)
-    rows, rmask = _program_rows(pid, ROWS, N, BLOCK_M)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < N
     rows64 = rows.to(tl.int64)
     kk = tl.arange(0, K_PAD)
     kmask = kk < K

@@ -34,7 +34,7 @@ from typing import Optional
 
 import torch
 
-from qgnn.kernels._common import alloc, dot_precision, launch_balanced, num_sms, use_triton
+from qgnn.kernels._common import alloc, dot_precision, num_sms, use_triton
 
 Tensor = torch.Tensor
 
@@ -269,7 +269,7 @@ def _out_of_resources():
 
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
                          mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
-                         stages_out=None, hoist_au=None, maxnreg=None, rows=None):
+                         stages_out=None, hoist_au=None, maxnreg=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
@@ -278,9 +278,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         mode: ``"split"``, ``"fused"`` or ``"stream"``; ``None`` means :func:`fwd_mode`.
         block_m, num_warps, num_stages, block_c: override the tunables of the chosen mode
             (``block_c``: column chunk of ``"stream"``); stages_out, hoist_au, maxnreg: of
-            ``"stream"`` (``STREAM_STAGES_OUT``, ``STREAM_HOIST_AU``, ``STREAM_MAXNREG``);
-            rows: rows a ``"stream"`` program handles (``None``: whole waves, see
-            :func:`qgnn.kernels._common.balanced_rows`).
+            ``"stream"`` (``STREAM_STAGES_OUT``, ``STREAM_HOIST_AU``, ``STREAM_MAXNREG``).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -310,27 +308,19 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         num_warps = num_warps or STREAM_WARPS
         whole_chunks = d % block_c == 0 and d_in % block_c == 0
 
-        constexprs = dict(
-            R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"], K_A=k_a, K_B=k_b,
-            STAGES_OUT=stages_out or (STREAM_STAGES_OUT if whole_chunks else 1),
-            STORE_ALPHA=alpha_out is not None,
-            HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
-            ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
-            num_warps=num_warps, **extra,
-        )
-
         def launch(stages):
-            def grid_of(rows_per_program):
-                return tk.lorap_fwd_stream_kernel[(max(1, -(-n // rows_per_program)),)](
-                    s, s if z is None else z, weight_a, bias_a, U, V, out,
-                    alpha_out if alpha_out is not None else out,
-                    n, d, d_in, k, rows_per_program,
-                    STAGES=stages, num_stages=stages, **constexprs,
-                )
-
-            resident_key = ("lorap_fwd_stream", s.device, s.dtype, stages,
-                            *sorted(constexprs.items()))
-            launch_balanced(resident_key, n, block_m, s.device, grid_of, rows)
+            tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
+                s, s if z is None else z, weight_a, bias_a, U, V, out,
+                alpha_out if alpha_out is not None else out,
+                n, d, d_in, k,
+                R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
+                K_A=k_a, K_B=k_b, STAGES=stages,
+                STAGES_OUT=stages_out or (STREAM_STAGES_OUT if whole_chunks else 1),
+                STORE_ALPHA=alpha_out is not None,
+                HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
+                ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
+                num_warps=num_warps, num_stages=stages, **extra,
+            )
 
         stages = num_stages or (STREAM_STAGES if whole_chunks else 1)
         if stages is None:
@@ -368,7 +358,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
-                          s_from_output=False, maxnreg=None, stages=None, rows=None):
+                          s_from_output=False, maxnreg=None, stages=None):
     """Triton backward, no autograd.
 
     Args:
@@ -377,8 +367,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         alpha: ``(N, k)`` float32 from the forward (``alpha_out``); ``None`` recomputes it.
         fuse_dz: form ``ds`` / ``dz`` in the Triton pass (``None``: ``BWD_FUSE_DZ``).
         mode: ``"rows"`` or ``"stream"`` row pass (``None``: ``BWD_MODE``); block_m,
-            num_warps, block_c, maxnreg, stages, rows (``"stream"``; rows a program, as
-            in :func:`lorap_forward_triton`) override its tunables.
+            num_warps, block_c, maxnreg, stages (``"stream"``) override its tunables.
         s_from_output: ``s`` holds the forward's *output* ``s + (alpha U) V`` instead (score
             input ``s`` and ``alpha`` given): ``dW_a = d scores^T out - (d scores^T (alpha U)) V``,
             so the caller need not keep the aggregate.
@@ -416,38 +405,28 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         block_m = block_m or BWD_BLOCK_M
     else:
         block_m = block_m or tuned[0]
+    tiles = -(-n // block_m)
+    # "rows" is persistent (a few programs per SM); "stream" runs one program per row block.
+    progs = max(1, tiles if stream else min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
     dsc = alloc((n, k), s, f32)
     dzs = alloc((n, d_in), zz) if fuse else dsc
     # one row of partial sums per program, [db_a (k) | dU (k, r) | dV (r, d)]: one reduction
     width = k + k * r + r * d
+    part = alloc((progs, width), s, f32)
     common = dict(R=r, R_PAD=max(2, _next_pow2(r)), BLOCK_M=block_m,
                   K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None, num_stages=1)
-    args = (g, alpha, weight_a, U, V, dsc, dzs)
-    if stream:  # one program per row block, sized to whole waves
+    args = (g, alpha, weight_a, U, V, dsc, dzs, part, n, d, d_in, k, width)
+    if stream:
         maxnreg = maxnreg or BWD_STREAM_MAXNREG
-        constexprs = dict(
-            BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
+        tk.lorap_bwd_stream_kernel[(progs,)](
+            *args, BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
             ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
             num_warps=num_warps or tuned[1], **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
-        parts = []
-
-        def grid_of(rows_per_program):
-            progs = max(1, -(-n // rows_per_program))
-            parts.append(alloc((progs, width), s, f32))
-            return tk.lorap_bwd_stream_kernel[(progs,)](
-                *args, parts[-1], n, d, d_in, k, width, rows_per_program, **constexprs)
-
-        resident_key = ("lorap_bwd_stream", s.device, s.dtype, *sorted(constexprs.items()))
-        launch_balanced(resident_key, n, block_m, s.device, grid_of, rows)
-        part = parts[-1]
-    else:  # persistent: a few programs per SM
-        progs = max(1, min(-(-n // block_m), BWD_PROGRAMS_PER_SM * num_sms(s.device)))
-        part = alloc((progs, width), s, f32)
+    else:
         tk.lorap_bwd_rows_kernel[(progs,)](
-            *args, part, n, d, d_in, k, width,
-            BLOCK_D=max(16, _next_pow2(d)), BLOCK_DIN=max(16, _next_pow2(d_in)),
+            *args, BLOCK_D=max(16, _next_pow2(d)), BLOCK_DIN=max(16, _next_pow2(d_in)),
             num_warps=num_warps or BWD_WARPS, **common,
         )
     if not fuse:  # d scores W_a through cuBLAS

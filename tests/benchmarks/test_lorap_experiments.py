@@ -50,10 +50,3 @@ def test_narrow_widths(tmp_path):
     for rows in res["widths"].values():
         assert_small(row["rel_err"] for name, row in rows.items() if "rel_err" in row)
         assert not [name for name, row in rows.items() if "error" in row]
-
-
-def test_wave_balance(tmp_path):
-    res = run("wave_balance.py", tmp_path, CASES="100:64,90:40", SWEEP="40,7")
-    for case in res["cases"]:
-        assert_small(row["rel_err"] for row in case["variants"].values())
-    assert "fwd stages=4 rows=7" in res["cases"][0]["variants"]
