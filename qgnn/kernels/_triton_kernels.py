@@ -175,47 +175,6 @@ def _rank_term(au_j, v_ptr, j: tl.constexpr, D, cols, cmask):
 
 
 @triton.jit
-def _load_tile(src, row0, c0, rows64, rmask, cols, cmask, D, TMA: tl.constexpr):
-    """The ``(BLOCK_M, BLOCK_C)`` float32 tile at ``(row0, c0)`` of a width-``D`` matrix:
-    through its tensor descriptor (``TMA``) or its pointer, zeros out of range."""
-    if TMA:
-        tile = src.load([row0, c0])
-    else:
-        tile = tl.load(src + rows64[:, None] * D + cols[None, :],
-                       mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-    return tile
-
-
-@triton.jit
-def _softmax_parts(sa, sb, ba_ptr, ka, kb, K, K_B: tl.constexpr):
-    """``alpha = softmax(scores + b_a)`` over the ``K`` valid columns of both score parts
-    (``K_B`` = 0: one part, ``sb`` unused and ``alpha_b`` is ``alpha_a``)."""
-    sa = _biased(sa, ba_ptr, ka, K)
-    row_max = tl.max(sa, axis=1)
-    if K_B > 0:
-        sb = _biased(sb, ba_ptr, kb, K)
-        row_max = tl.maximum(row_max, tl.max(sb, axis=1))
-    pa = tl.exp(sa - row_max[:, None])
-    den = tl.sum(pa, axis=1)
-    if K_B > 0:
-        pb = tl.exp(sb - row_max[:, None])
-        den += tl.sum(pb, axis=1)
-    else:
-        pb = pa
-    return pa / den[:, None], pb / den[:, None]
-
-
-@triton.jit
-def _store_alpha_parts(alpha_ptr, rows64, rmask, alpha_a, alpha_b, ka, kb, K, K_B: tl.constexpr):
-    """Write both parts of ``alpha`` to its ``(N, K)`` rows."""
-    tl.store(alpha_ptr + rows64[:, None] * K + ka[None, :], alpha_a,
-             mask=rmask[:, None] & (ka < K)[None, :])
-    if K_B > 0:
-        tl.store(alpha_ptr + rows64[:, None] * K + kb[None, :], alpha_b,
-                 mask=rmask[:, None] & (kb < K)[None, :])
-
-
-@triton.jit
 def _aligned(n, ALIGN: tl.constexpr):
     """``n`` itself when ``ALIGN`` (a power of two) divides it, written so that the compiler
     knows it does: row offsets and column masks of a width ``n`` then allow vector access
@@ -231,7 +190,6 @@ def lorap_fwd_stream_kernel(
     K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
     STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
-    TMA: tl.constexpr = False,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -246,14 +204,10 @@ def lorap_fwd_stream_kernel(
     backward. ``HOIST_AU`` (``R <= 4``): form the ``R`` columns of ``alpha U`` once before
     pass 2, so that ``alpha`` need not stay in registers through it; otherwise each chunk
     forms them again. ``ALIGN_*``: a power of two dividing ``D``, ``D_IN``, ``K`` (see
-    :func:`_aligned`). ``TMA``: ``s``, ``z`` and ``out`` are float32 tensor descriptors of
-    ``(BLOCK_M, BLOCK_C)`` boxes, which the copy engine (Hopper's TMA) moves between global and
-    shared memory, zero-filling rows and columns out of range on load and dropping them on
-    store; otherwise they are pointers.
+    :func:`_aligned`).
     """
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
-    row0 = tl.program_id(0) * BLOCK_M
-    rows = row0 + tl.arange(0, BLOCK_M)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     rows64 = rows.to(tl.int64)
     cc = tl.arange(0, BLOCK_C)
@@ -265,16 +219,33 @@ def lorap_fwd_stream_kernel(
     for c0 in tl.range(0, D_IN, BLOCK_C, num_stages=STAGES):
         cols = c0 + cc
         cmask = cols < D_IN
-        zt = _load_tile(z_ptr, row0, c0, rows64, rmask, cols, cmask, D_IN, TMA)
+        zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
+                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
         sa = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sa, 0, K_A, PREC)
         if K_B > 0:
             sb = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sb, K_A, K_B, PREC)
-    if K_B == 0:  # one score part: the helpers read no second one
-        sb = sa
+    # Softmax over the K valid columns of both parts.
+    sa = _biased(sa, ba_ptr, ka, K)
+    row_max = tl.max(sa, axis=1)
+    if K_B > 0:
+        sb = _biased(sb, ba_ptr, kb, K)
+        row_max = tl.maximum(row_max, tl.max(sb, axis=1))
+    pa = tl.exp(sa - row_max[:, None])
+    den = tl.sum(pa, axis=1)
+    if K_B > 0:
+        pb = tl.exp(sb - row_max[:, None])
+        den += tl.sum(pb, axis=1)
+        alpha_b = pb / den[:, None]
+    alpha_a = pa / den[:, None]
+    if K_B == 0:  # one score part: _alpha_u_parts reads no second one
+        alpha_b = alpha_a
         kb = ka
-    alpha_a, alpha_b = _softmax_parts(sa, sb, ba_ptr, ka, kb, K, K_B)
     if STORE_ALPHA:
-        _store_alpha_parts(alpha_ptr, rows64, rmask, alpha_a, alpha_b, ka, kb, K, K_B)
+        tl.store(alpha_ptr + rows64[:, None] * K + ka[None, :], alpha_a,
+                 mask=rmask[:, None] & (ka < K)[None, :])
+        if K_B > 0:
+            tl.store(alpha_ptr + rows64[:, None] * K + kb[None, :], alpha_b,
+                     mask=rmask[:, None] & (kb < K)[None, :])
     if HOIST_AU:  # one (BLOCK_M,) vector per rank, R <= 4
         au0 = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, 0, K_B)
         if R > 1:
@@ -286,7 +257,8 @@ def lorap_fwd_stream_kernel(
     for c0 in tl.range(0, D, BLOCK_C, num_stages=STAGES_OUT):
         cols = c0 + cc
         cmask = cols < D
-        res = _load_tile(s_ptr, row0, c0, rows64, rmask, cols, cmask, D, TMA)
+        m = rmask[:, None] & cmask[None, :]
+        res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
         if HOIST_AU:
             res += _rank_term(au0, v_ptr, 0, D, cols, cmask)
             if R > 1:
@@ -299,11 +271,7 @@ def lorap_fwd_stream_kernel(
             for j in tl.static_range(R):
                 au_j = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, j, K_B)
                 res += _rank_term(au_j, v_ptr, j, D, cols, cmask)
-        if TMA:
-            out_ptr.store([row0, c0], res)
-        else:
-            tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res,
-                     mask=rmask[:, None] & cmask[None, :])
+        tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
 
 
 # --------------------------------------------------------------------------- LoRAP backward

@@ -86,9 +86,6 @@ STREAM_SPLIT_K = True
 # a multiprocessor; 152-168 gave 141-142 us, 128 gave 149 us with spills).
 STREAM_HOIST_AU = True
 STREAM_MAXNREG = 160
-# Streamed forward: move the s / z / out tiles through tensor descriptors (the copy engine,
-# TMA) on Hopper and newer, where the tensors allow (see _tma_ready).
-STREAM_TMA = True
 # Widths that are not a whole number of column chunks (a last layer with one column per class,
 # d = 40 on ogbn-arxiv, 7 on Cora) are not pipelined: there the pipelined passes took 330-362
 # us against 90-112 us with one stage (one H100, N=169,343, k=40, alpha written; d = 64 and
@@ -270,39 +267,9 @@ def _out_of_resources():
     return OutOfResources
 
 
-def _tensor_descriptor_class():
-    """Triton's host-side ``TensorDescriptor``, or ``None`` where this Triton has none."""
-    try:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-    except ImportError:
-        return None
-    return TensorDescriptor
-
-
-def _tma_ready(*tensors) -> bool:
-    """Whether the streamed forward may move these ``(N, d)`` tiles through tensor
-    descriptors: float32, contiguous, 16-byte aligned rows (the copy engine's rule), on a
-    Hopper or newer GPU (or the interpreter), and a Triton that has them."""
-    tensors = [t for t in tensors if t is not None]
-    if _tensor_descriptor_class() is None:
-        return False
-    for t in tensors:
-        if (t.dtype != torch.float32 or not t.is_contiguous() or t.data_ptr() % 16
-                or (t.shape[1] * t.element_size()) % 16):
-            return False
-    if tensors[0].device.type == "cuda":
-        return torch.cuda.get_device_capability(tensors[0].device)[0] >= 9
-    return True
-
-
-def _descriptor(t, block_m, block_c):
-    """A tensor descriptor of ``(block_m, block_c)`` boxes over ``t`` ``(N, d)``."""
-    return _tensor_descriptor_class().from_tensor(t, [block_m, block_c])
-
-
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
                          mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
-                         stages_out=None, hoist_au=None, maxnreg=None, tma=None):
+                         stages_out=None, hoist_au=None, maxnreg=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
@@ -311,9 +278,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         mode: ``"split"``, ``"fused"`` or ``"stream"``; ``None`` means :func:`fwd_mode`.
         block_m, num_warps, num_stages, block_c: override the tunables of the chosen mode
             (``block_c``: column chunk of ``"stream"``); stages_out, hoist_au, maxnreg: of
-            ``"stream"`` (``STREAM_STAGES_OUT``, ``STREAM_HOIST_AU``, ``STREAM_MAXNREG``);
-            tma: tiles through tensor descriptors (``None``: ``STREAM_TMA``, where
-            :func:`_tma_ready`).
+            ``"stream"`` (``STREAM_STAGES_OUT``, ``STREAM_HOIST_AU``, ``STREAM_MAXNREG``).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -343,15 +308,9 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         num_warps = num_warps or STREAM_WARPS
         whole_chunks = d % block_c == 0 and d_in % block_c == 0
 
-        use_tma = (STREAM_TMA if tma is None else tma) and _tma_ready(s, z, out)
-        if use_tma:  # tensor descriptors of (block_m, block_c) boxes
-            tiles = [_descriptor(t, block_m, block_c) for t in (s, s if z is None else z, out)]
-        else:
-            tiles = [s, s if z is None else z, out]
-
         def launch(stages):
             tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
-                tiles[0], tiles[1], weight_a, bias_a, U, V, tiles[2],
+                s, s if z is None else z, weight_a, bias_a, U, V, out,
                 alpha_out if alpha_out is not None else out,
                 n, d, d_in, k,
                 R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
@@ -360,13 +319,13 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
                 STORE_ALPHA=alpha_out is not None,
                 HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
                 ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
-                TMA=use_tma, num_warps=num_warps, num_stages=stages, **extra,
+                num_warps=num_warps, num_stages=stages, **extra,
             )
 
         stages = num_stages or (STREAM_STAGES if whole_chunks else 1)
         if stages is None:
             key = (s.device, n.bit_length(), d, d_in, k, r, alpha_out is not None, block_m,
-                   block_c, num_warps, meta["PREC"], use_tma)
+                   block_c, num_warps, meta["PREC"])
             # timing repeats the launch, so not in place (out over s would add the head twice)
             in_place = out.data_ptr() in (s.data_ptr(), (s if z is None else z).data_ptr())
             if s.is_cuda and not in_place and not torch.cuda.is_current_stream_capturing():

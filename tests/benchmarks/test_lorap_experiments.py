@@ -50,11 +50,3 @@ def test_narrow_widths(tmp_path):
     for rows in res["widths"].values():
         assert_small(row["rel_err"] for name, row in rows.items() if "rel_err" in row)
         assert not [name for name, row in rows.items() if "error" in row]
-
-
-def test_tma(tmp_path):
-    res = run("lorap_tma.py", tmp_path, CASES="100:64,90:40", STAGES="1,2")
-    for case in res["cases"]:
-        assert case["tma_ready"]
-        assert_small(row["rel_err"] for row in case["variants"].values())
-    assert "tma stages=2 out_stages=1 +alpha" in res["cases"][0]["variants"]
