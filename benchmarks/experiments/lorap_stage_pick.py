@@ -1,9 +1,13 @@
 """The streamed LoRAP forward's timed choice of pipeline depth (``STREAM_STAGES = None``): what
 it picks on this GPU, and each depth timed with ``triton.testing.do_bench`` for comparison,
-with and without alpha. N=169,343, d=256, k=40, r=2, tf32 off.
+with and without alpha. N=169,343, d=256, k=40, r=2, tf32 off. Then the pick made afresh
+``TRIALS`` times (default 8) for each count of launches a timing in ``REPS`` (default 5,20):
+how often it lands on each depth.
 
     python benchmarks/experiments/lorap_stage_pick.py      # JSON to $OUT or /tmp
 """
+import collections
+import functools
 import json
 import os
 import sys
@@ -36,6 +40,20 @@ def main():
             t = do_bench(lambda: L.lorap_forward_triton(s, Wa, ba, U, V, out=out, alpha_out=a, mode="stream",
                                                         num_stages=st), warmup=25, rep=200)
             res["us"][f"stages={st or 'picked'} {'with' if with_alpha else 'without'} alpha"] = t * 1e3
+    timer = L._cuda_milliseconds
+    res["repeated_picks"] = {}
+    for reps in [int(x) for x in os.environ.get("REPS", "5,20").split(",")]:
+        L._cuda_milliseconds = functools.partial(timer, reps=reps)
+        for with_alpha in (True, False):
+            picks = collections.Counter()
+            for _ in range(int(os.environ.get("TRIALS", 8))):
+                L._STAGES_PICKED.clear()
+                L.lorap_forward_triton(s, Wa, ba, U, V, out=out,
+                                       alpha_out=alpha if with_alpha else None, mode="stream")
+                picks.update(L._STAGES_PICKED.values())
+            res["repeated_picks"][f"reps={reps} {'with' if with_alpha else 'without'} alpha"] = {
+                f"stages={k}": v for k, v in sorted(picks.items())}
+    L._cuda_milliseconds = timer
     print(json.dumps(res, indent=1))
     json.dump(res, open(os.path.join(os.environ.get("OUT", "/tmp"), "lorap_stage_pick.json"), "w"), indent=1)
 
