@@ -156,8 +156,9 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
                      maxnreg=None):
     """One aggregation pass, no autograd. Returns ``(out, s)`` (``s`` only with ``store_s``).
 
-    ``x`` is ``(N, d)`` float rows or :class:`~qgnn.kernels.lowbit.PackedRows` (gathered as
-    packed codes, dequantized on chip; the outputs are float32).
+    ``x`` is ``(N_src, d)`` float rows or :class:`~qgnn.kernels.lowbit.PackedRows` (gathered
+    as packed codes, dequantized on chip; the outputs are float32); the outputs have the
+    plan's ``num_nodes`` rows (a plan over a range of destination rows gives that range).
 
     ``lorap`` is ``None`` or ``(weight_a, bias_a, U, V)`` for the fused epilogue. Long rows
     (split into pieces) are summed from their pieces here and finished with the same
@@ -170,13 +171,14 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
 
     packed = x if isinstance(x, PackedRows) else None
     if packed is not None:
-        n, d = packed.num_rows, packed.dim
+        d = packed.dim
         x = packed.data
         like = packed.scale
     else:
-        n, d = x.shape
+        d = x.shape[1]
         like = x
     f32 = torch.float32
+    n = plan.num_nodes  # destination rows (x's rows are the sources)
     out = alloc((n, d), like)
     s = alloc((n, d), like) if store_s else None
     part = alloc((max(plan.num_pieces, 1), d), like, f32)

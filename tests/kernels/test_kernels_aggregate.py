@@ -119,3 +119,18 @@ def test_reference_dispatch_on_cpu(monkeypatch):
     out = csr_aggregate(graph.indptr, graph.indices, w, x, "mean")
     out.sum().backward()  # the reference differentiates edge weights
     assert w.grad is not None and agg.REDUCES == ("sum", "mean")
+
+
+def test_plan_over_a_range_of_destination_rows_gives_those_rows(force_triton):
+    """A plan over destination rows [r0, r1) (its CSR slice) gathers from all of x and gives
+    r1 - r0 rows: the full aggregation's rows r0..r1."""
+    graph = random_graph(45, 160, seed=3)
+    w = graph.edge_weight.float()
+    x = torch.randn(45, 24, generator=torch.Generator().manual_seed(4))
+    ref = csr_aggregate_reference(graph.indptr, graph.indices, w.double(), x.double(), "mean")
+    for r0, r1 in ((0, 2), (1, 30), (20, 45)):
+        e0, e1 = int(graph.indptr[r0]), int(graph.indptr[r1])
+        plan = CSRPlan(graph.indptr[r0:r1 + 1] - e0, graph.indices[e0:e1], max_segment=8)
+        out = agg.aggregate_triton(plan, w[e0:e1].contiguous(), x, "mean")[0]
+        assert out.shape == (r1 - r0, 24)
+        assert rel(out, ref[r0:r1]) < 1e-6
