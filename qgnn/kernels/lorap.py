@@ -128,11 +128,12 @@ DWA_WARPS = 4
 DWA_STAGES = 3
 # Narrow or unaligned widths (d_in not a multiple of 16 floats, e.g. 40 or 7 classes) keep
 # cuBLAS for dW_a (57 against 148 us at d_in = 40; at 64 and 128 the split-K product wins,
-# 50 / 67 against 61 / 81 us), and the streamed backward takes 32-row blocks, unpipelined
-# (320 against 360 us for 64 rows at d = 40; lorap_narrow.py; both measured before the
-# kernels' ALIGN_* hints, which took the d = 40 backward from 234 to 173 us).
+# 50 / 67 against 61 / 81 us; measured before the kernels' ALIGN_* hints), and the streamed
+# backward runs unpipelined, in 64-row blocks: with the ALIGN_* hints, whole backward at
+# d = 40 / 7, 154.0 / 159.9 us against 172.8 / 179.2 for 32 rows and 4 warps, 159.7 / 225.4
+# for 32 rows and 2 warps (lorap_narrow.py; before the hints 32 rows won, 320 against 360).
 DWA_MIN_ALIGN = 16
-BWD_STREAM_BLOCK_M_UNALIGNED = 32
+BWD_STREAM_BLOCK_M_UNALIGNED = 64
 
 
 def lorap_reference(
