@@ -1,6 +1,7 @@
 """The whole LoRAP backward (``lorap_backward_triton``) at N=169,343, k=40, r=2, widths 256 and
 40, tf32 off and on, on one GPU: the library's choice and variants of its tunables (module
-constants patched for the call), 3 round-robin rounds, median.
+constants patched for the call), 3 round-robin rounds, median, and each one's worst relative
+error (ds, dW_a, db_a, dU, dV) against float64.
 
     python benchmarks/experiments/lorap_backward_variants.py [--tree DIR] [--only-current]
 
@@ -48,6 +49,20 @@ def main():
             g, (s, wa, ba, u, v) = lorap_inputs(n, d, k, r, "cuda")
             gout = torch.randn(n, d, device="cuda", generator=g)
             alpha = L.lorap_alpha(s, wa, ba)
+            t64 = [x.double().requires_grad_() for x in (s, wa, ba, u, v)]
+            ref = torch.autograd.grad(L.lorap_reference(*t64), t64, gout.double())
+            for name, patch in VARIANTS.items():  # worst relative error of ds, dW_a, db_a, dU, dV
+                saved = {a: getattr(L, a) for a in patch}
+                for a, b in patch.items():
+                    setattr(L, a, b)
+                try:
+                    got = L.lorap_backward_triton(gout, s, wa, ba, u, v, alpha=alpha)
+                finally:
+                    for a, b in saved.items():
+                        setattr(L, a, b)
+                grads = [got[0]] + list(got[2:])
+                res.setdefault("rel_err", {})[f"tf32={tf32} d={d} {name}"] = max(
+                    float((a.double() - b).norm() / b.norm()) for a, b in zip(grads, ref))
             times = {name: [] for name in VARIANTS}
             for _ in range(3):
                 for name, patch in VARIANTS.items():
@@ -64,7 +79,8 @@ def main():
             for name, t in times.items():
                 key = f"tf32={tf32} d={d} {name}"
                 res["us"][key] = statistics.median(t)
-                print(f"{key:55s} {res['us'][key]:7.1f} us", flush=True)
+                print(f"{key:70s} {res['us'][key]:7.1f} us  err {res['rel_err'][key]:.1e}",
+                      flush=True)
     if args.out:
         json.dump(res, open(args.out, "w"), indent=1)
 
