@@ -359,7 +359,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
-                          s_from_output=False, maxnreg=None, stages=None):
+                          s_from_output=False, maxnreg=None, stages=None, input_grad=True):
     """Triton backward, no autograd.
 
     Args:
@@ -372,6 +372,8 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         s_from_output: ``s`` holds the forward's *output* ``s + (alpha U) V`` instead (score
             input ``s`` and ``alpha`` given): ``dW_a = d scores^T out - (d scores^T (alpha U)) V``,
             so the caller need not keep the aggregate.
+        input_grad: ``False`` when neither ``s`` nor the score input needs a gradient (a
+            prompt on the input features): ``ds`` and ``dz`` are then ``None`` and not formed.
 
     Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
     ``s`` (its gradient is then folded into ``ds``); with a separate score input ``ds`` is
@@ -389,7 +391,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         raise ValueError("s_from_output needs the forward's alpha and no separate score input.")
     if alpha is None:
         alpha = lorap_alpha(zz, weight_a, bias_a)
-    fuse = BWD_FUSE_DZ if fuse_dz is None else fuse_dz
+    fuse = (BWD_FUSE_DZ if fuse_dz is None else fuse_dz) and input_grad
     mode = mode or BWD_MODE
     if mode not in ("rows", "stream"):
         raise ValueError(f"mode must be 'rows' or 'stream', got {mode!r}.")
@@ -430,13 +432,15 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
             *args, BLOCK_D=max(16, _next_pow2(d)), BLOCK_DIN=max(16, _next_pow2(d_in)),
             num_warps=num_warps or BWD_WARPS, **common,
         )
-    if not fuse:  # d scores W_a through cuBLAS
+    if not input_grad:
+        dzs = None
+    elif not fuse:  # d scores W_a through cuBLAS
         w32 = weight_a.to(f32)
         if z is None:
             dzs = torch.addmm(g.to(f32), dsc, w32).to(s.dtype)
         else:
             dzs = torch.mm(dsc, w32).to(z.dtype)
-    ds, dz = (dzs, None) if z is None else (g, dzs)
+    ds, dz = (dzs, None) if z is None else (g if input_grad else None, dzs)
     dwa = lorap_dwa(dsc, zz)
     if s_from_output:  # zz is out = s + (alpha U) V
         dwa -= (dsc.t() @ (alpha @ U.to(f32))) @ V.to(f32)
@@ -496,7 +500,8 @@ class LorapInjectFunction(torch.autograd.Function):
     def backward(ctx, grad):
         s, weight_a, bias_a, U, V, z, alpha = ctx.saved_tensors
         ds, dz, dwa, dba, du, dv = lorap_backward_triton(
-            grad.contiguous(), s, weight_a, bias_a, U, V, z, alpha=alpha
+            grad.contiguous(), s, weight_a, bias_a, U, V, z, alpha=alpha,
+            input_grad=ctx.needs_input_grad[0] or ctx.needs_input_grad[5],
         )
         return ds, dwa, dba, du, dv, dz
 

@@ -22,7 +22,8 @@ class PromptConfig:
         k: LoRAP bases; rank: their rank ``r``.
         scorer_input: what LoRAP scores: ``aggregated`` (``s``) or ``layer_input``.
         shared: one LoRAP head for all layers of the same width (else one per layer).
-        fused: run LoRAP as one fused Triton kernel on CUDA (``false``: separate torch ops).
+        fused: run LoRAP (and GPF-plus, the same head with ``U = I``) as one fused Triton
+            kernel on CUDA (``false``: separate torch ops).
         node_lr: learning rate of the node prompt's parameters (``null``: ``train.lr``).
             Adam moves every prompt element by about the learning rate per step, so at
             0.01 a dense prompt soon outweighs sparse row-normalised inputs (~0.05 per

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qgnn.kernels import lorap_inject
+from qgnn.kernels._common import use_triton
+
 Tensor = torch.Tensor
 
 
@@ -50,20 +53,28 @@ class GPFPlus(nn.Module):
     .. math::
         x_i + \mathrm{softmax}(x_i W_a^\top + b_a)\, P, \qquad P \in \mathbb{R}^{k \times F}
 
+    This is a LoRAP head on ``x`` with ``U = I_k`` and ``V = P``, so on CUDA it runs as the
+    fused LoRAP kernel (:func:`qgnn.kernels.lorap_inject`), which reads ``x`` and writes the
+    output once where separate torch ops make several passes.
+
     Args:
         dim: feature width ``F``.
         k: number of basis prompts.
+        fused: use the fused Triton kernel on CUDA tensors (torch ops otherwise, and always
+            on CPU).
 
     Shapes: ``x`` ``(N, F)`` -> ``(N, F)``; the mixing weights of a node sum to one.
     """
 
-    def __init__(self, dim: int, k: int = 10):
+    def __init__(self, dim: int, k: int = 10, fused: bool = True):
         super().__init__()
         _check_positive("dim", dim)
         _check_positive("k", k)
-        self.dim, self.k = dim, k
+        self.dim, self.k, self.fused = dim, k, fused
         self.bases = nn.Parameter(torch.empty(k, dim))
         self.score = nn.Linear(dim, k)
+        # U of the LoRAP form (not a parameter, not saved)
+        self.register_buffer("identity", torch.eye(k), persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -75,6 +86,8 @@ class GPFPlus(nn.Module):
         return torch.softmax(self.score(x), dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused and use_triton(x, self.bases):
+            return lorap_inject(x, self.score.weight, self.score.bias, self.identity, self.bases)
         return x + self.weights(x) @ self.bases
 
     def flops_per_node(self) -> int:
@@ -82,4 +95,4 @@ class GPFPlus(nn.Module):
         return 4 * self.dim * self.k + 3 * self.k + self.dim
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, k={self.k}"
+        return f"dim={self.dim}, k={self.k}" + ("" if self.fused else ", fused=False")

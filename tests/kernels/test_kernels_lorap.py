@@ -29,9 +29,11 @@ def make(n, d, k, r, d_in, seed):
 # N not a multiple of the row block; k and d not powers of two; a separate score input;
 # k = 40 and 72 run the streamed forward's two score parts (32 + 16, 64 + 16 columns). Widths
 # of whole 64-column chunks (the last two) take the pipelined streamed passes and the split-K
-# dW_a; the others one stage and cuBLAS (or split-K where d_in is a multiple of 16).
+# dW_a; the others one stage and cuBLAS (or split-K where d_in is a multiple of 16); rank 6
+# as well as GPF-plus's rank k (U = I).
 SHAPES = [(37, 24, 5, 2, None), (50, 40, 40, 3, None), (21, 33, 7, 1, 19), (16, 16, 16, 2, None),
-          (19, 24, 72, 2, None), (70, 128, 40, 2, None), (23, 64, 40, 2, 128)]
+          (19, 24, 72, 2, None), (70, 128, 40, 2, None), (23, 64, 40, 2, 128),
+          (26, 64, 12, 6, None)]
 
 
 # (forward mode, backward row pass, ds / dz in that pass or through cuBLAS)
@@ -367,3 +369,48 @@ def test_tf32_keeps_cublas_dwa_and_its_own_backward_tunables(force_triton, monke
     finally:
         matmul.allow_tf32 = before
     assert (seen["BLOCK_M"], seen["num_warps"], seen["STAGES"], seen["PREC"]) == (*lk.BWD_STREAM_TF32, "tf32")
+
+
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_gpf_plus_runs_the_fused_head_with_identity_u(force_triton, monkeypatch, x_grad):
+    """GPF-plus, ``x + softmax(x W_a^T + b_a) P``, is the LoRAP head with ``U = I`` and
+    ``V = P``: on the Triton path it gives the float64 values and gradients; ``fused=False``
+    keeps torch ops."""
+    from torch import nn
+
+    from qgnn.prompts import GPFPlus
+    from qgnn.prompts import node as node_module
+
+    calls = []
+    real = node_module.lorap_inject
+    monkeypatch.setattr(node_module, "lorap_inject", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(torch.randint(0, 2**31, (1,)).item())
+    prompt = GPFPlus(70, k=10)  # d: one whole 64-column chunk and a partial one
+    nn.init.normal_(prompt.bases)
+    x = torch.randn(45, 70, requires_grad=x_grad)
+    params = [prompt.score.weight, prompt.score.bias, prompt.bases]
+    out = prompt(x)
+    assert calls == [1]
+    x64 = x.detach().double().requires_grad_(x_grad)
+    p64 = [p.detach().double().requires_grad_() for p in params]
+    ref = x64 + torch.softmax(x64 @ p64[0].t() + p64[1], -1) @ p64[2]
+    assert rel(out, ref.detach()) < 1e-5
+    g = torch.randn_like(out)
+    inputs, inputs64 = params + ([x] if x_grad else []), p64 + ([x64] if x_grad else [])
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs64, g.double())):
+        assert rel(a, b) < 1e-5
+    prompt.fused = False
+    prompt(x)
+    assert calls == [1]
+
+
+def test_backward_without_input_gradient_forms_no_ds(force_triton):
+    """``input_grad=False`` (nothing upstream needs ds) gives the same parameter gradients
+    and ``None`` for ds and dz."""
+    s, wa, ba, u, v = [x.float() for x in make(40, 64, 9, 2, None, seed=8)]
+    g = torch.randn(40, 64, generator=torch.Generator().manual_seed(9))
+    full = lk.lorap_backward_triton(g, s, wa, ba, u, v, mode="stream")
+    lean = lk.lorap_backward_triton(g, s, wa, ba, u, v, mode="stream", input_grad=False)
+    assert lean[0] is None and lean[1] is None
+    for a, b in zip(full[2:], lean[2:]):
+        assert torch.equal(a, b)
