@@ -27,7 +27,8 @@ def attach_prompts(model: nn.Module, cfg: PromptConfig) -> nn.Module:
         raise ValueError("attach_prompts found no qgnn layers in the model.")
     if cfg.node != "none":
         width = convs[0].in_channels
-        convs[0].node_prompt = GPF(width) if cfg.node == "gpf" else GPFPlus(width, cfg.node_k, fused=cfg.fused)
+        convs[0].node_prompt = (GPF(width) if cfg.node == "gpf"
+                                else GPFPlus(width, cfg.node_k, fused=cfg.fused))
     if cfg.aggregation == "lorap":
         shared: dict = {}
         for conv in convs:
