@@ -10,6 +10,7 @@ time its backward; run this script alternately on two trees for an A/B. ``--only
 skips the variants (an older tree may lack their constants).
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -40,6 +41,19 @@ if args.only_current:
     VARIANTS = {"current": {}}
 
 
+@contextlib.contextmanager
+def patched(patch):
+    """Module constants of ``qgnn.kernels.lorap`` set to ``patch`` for the block."""
+    saved = {a: getattr(L, a) for a in patch}
+    for a, b in patch.items():
+        setattr(L, a, b)
+    try:
+        yield
+    finally:
+        for a, b in saved.items():
+            setattr(L, a, b)
+
+
 def main():
     res = {"tree": args.tree, "device": torch.cuda.get_device_name(), "us": {}}
     for tf32 in (False, True):
@@ -52,30 +66,18 @@ def main():
             t64 = [x.double().requires_grad_() for x in (s, wa, ba, u, v)]
             ref = torch.autograd.grad(L.lorap_reference(*t64), t64, gout.double())
             for name, patch in VARIANTS.items():  # worst relative error of ds, dW_a, db_a, dU, dV
-                saved = {a: getattr(L, a) for a in patch}
-                for a, b in patch.items():
-                    setattr(L, a, b)
-                try:
+                with patched(patch):
                     got = L.lorap_backward_triton(gout, s, wa, ba, u, v, alpha=alpha)
-                finally:
-                    for a, b in saved.items():
-                        setattr(L, a, b)
                 grads = [got[0]] + list(got[2:])
                 res.setdefault("rel_err", {})[f"tf32={tf32} d={d} {name}"] = max(
                     float((a.double() - b).norm() / b.norm()) for a, b in zip(grads, ref))
             times = {name: [] for name in VARIANTS}
             for _ in range(3):
                 for name, patch in VARIANTS.items():
-                    saved = {a: getattr(L, a) for a in patch}
-                    for a, b in patch.items():
-                        setattr(L, a, b)
-                    try:
+                    with patched(patch):
                         times[name].append(do_bench(
                             lambda: L.lorap_backward_triton(gout, s, wa, ba, u, v, alpha=alpha),
                             warmup=25, rep=150) * 1e3)
-                    finally:
-                        for a, b in saved.items():
-                            setattr(L, a, b)
             for name, t in times.items():
                 key = f"tf32={tf32} d={d} {name}"
                 res["us"][key] = statistics.median(t)
