@@ -36,7 +36,8 @@ EARLIER = {"BWD_STREAM_BLOCK_M": 32, "BWD_STREAM_WARPS": 2, "BWD_STREAM_STAGES":
 VARIANTS = {"current": {}, "cublas dW_a": NO_SPLIT_K, "32 rows, 2 warps, 1 stage": EARLIER,
             "32 rows, 2 warps, 1 stage, cublas dW_a": {**EARLIER, **NO_SPLIT_K},
             "64 rows, 4 warps, 1 stage": {"BWD_STREAM_STAGES": 1},
-            "64 rows, 4 warps, 2 stages": {"BWD_STREAM_STAGES": 2}}
+            "64 rows, 4 warps, 2 stages": {"BWD_STREAM_STAGES": 2},
+            "rank sums across the block (no rank dot)": {"BWD_STREAM_RANK_DOT": False}}
 if args.only_current:
     VARIANTS = {"current": {}}
 

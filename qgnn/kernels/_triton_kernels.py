@@ -360,10 +360,13 @@ def lorap_bwd_stream_kernel(
     K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
     STAGES: tl.constexpr = 1,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
+    RANK_DOT: tl.constexpr = False,
 ):
     """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``
     (both passes software-pipelined ``STAGES`` deep; 1: not pipelined; ``ALIGN_*`` as in
-    :func:`lorap_fwd_stream_kernel`).
+    :func:`lorap_fwd_stream_kernel`). ``RANK_DOT`` (``R_PAD`` >= 16): form each chunk's
+    ``g V^T`` and ``(alpha U)^T g`` as tensor-core products, the ranks padded with zeros,
+    instead of ``R`` row sums and ``R`` column sums across the block.
 
     Pass 1 reads ``g`` chunk by chunk: ``d(alpha U) = g V^T`` ``(BLOCK_M, R)`` and this
     block's share of ``dV = (alpha U)^T g``, written to row ``pid`` of ``part`` (laid out as
@@ -397,12 +400,20 @@ def lorap_bwd_stream_kernel(
         cmask = cols < D
         g = tl.load(g_ptr + rows64[:, None] * D + cols[None, :],
                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        for j in tl.static_range(R):
-            v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
-            d_au += tl.where(rr[None, :] == j, tl.sum(g * v_j[None, :], axis=1)[:, None], 0.0)
-            au_j = tl.sum(tl.where(rr[None, :] == j, au, 0.0), axis=1)
-            tl.store(part_row + K + K * R + j * D + cols,
-                     tl.sum(au_j[:, None] * g, axis=0), mask=cmask)
+        if RANK_DOT:
+            vt = tl.load(v_ptr + rr[None, :] * D + cols[:, None],
+                         mask=cmask[:, None] & (rr < R)[None, :], other=0.0).to(tl.float32)
+            d_au = tl.dot(g, vt, d_au, input_precision=PREC)
+            dv = tl.dot(tl.trans(au), g, input_precision=PREC)  # (R_PAD, BLOCK_C)
+            tl.store(part_row + K + K * R + rr[:, None] * D + cols[None, :], dv,
+                     mask=(rr < R)[:, None] & cmask[None, :])
+        else:
+            for j in tl.static_range(R):
+                v_j = tl.load(v_ptr + j * D + cols, mask=cmask, other=0.0).to(tl.float32)
+                d_au += tl.where(rr[None, :] == j, tl.sum(g * v_j[None, :], axis=1)[:, None], 0.0)
+                au_j = tl.sum(tl.where(rr[None, :] == j, au, 0.0), axis=1)
+                tl.store(part_row + K + K * R + j * D + cols,
+                         tl.sum(au_j[:, None] * g, axis=0), mask=cmask)
     d_alpha = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
     for j in tl.static_range(R):
         u_j = tl.load(u_ptr + kk * R + j, mask=kmask, other=0.0).to(tl.float32)

@@ -113,6 +113,9 @@ BWD_STREAM_WARPS = 4
 BWD_STREAM_MAXNREG = None
 # Software-pipelining depth of the streamed backward's two column loops (1: none).
 BWD_STREAM_STAGES = 3
+# Streamed backward: each chunk's g V^T and (alpha U)^T g as tensor-core products (ranks
+# padded to 16) rather than row and column sums across the block.
+BWD_STREAM_RANK_DOT = True
 # With tf32 allowed (plain tf32 products, cuBLAS's tf32 GEMM for dW_a) the earlier tunables
 # are faster: 32 rows, 2 warps, unpipelined, 325 against 430 us (one H100, d=256).
 BWD_STREAM_TF32 = (32, 2, 1)  # (rows, warps, stages)
@@ -416,7 +419,9 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     # one row of partial sums per program, [db_a (k) | dU (k, r) | dV (r, d)]: one reduction
     width = k + k * r + r * d
     part = alloc((progs, width), s, f32)
-    common = dict(R=r, R_PAD=max(2, _next_pow2(r)), BLOCK_M=block_m,
+    rank_dot = stream and BWD_STREAM_RANK_DOT
+    r_pad = max(16 if rank_dot else 2, _next_pow2(r))  # tl.dot takes 16 rows at least
+    common = dict(R=r, R_PAD=r_pad, BLOCK_M=block_m,
                   K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None, num_stages=1)
     args = (g, alpha, weight_a, U, V, dsc, dzs, part, n, d, d_in, k, width)
     if stream:
@@ -424,7 +429,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         tk.lorap_bwd_stream_kernel[(progs,)](
             *args, BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
             ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
-            num_warps=num_warps or tuned[1], **common,
+            RANK_DOT=rank_dot, num_warps=num_warps or tuned[1], **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
