@@ -117,7 +117,7 @@ def main():
 
     def row_pass():
         tk.lorap_bwd_stream_kernel[(progs,)](
-            gout, alpha, Wa, U, V, dsc_buf, dzs_buf, row_part, n, d, d, k, width, R=r,
+            gout, alpha, Wa, U, V, dsc_buf, dzs_buf, row_part, n, d, d, k, width, Wa, R=r,
             R_PAD=max(2, L._next_pow2(r)), BLOCK_M=bm, BLOCK_C=bc, K_PAD=max(16, L._next_pow2(k)),
             PREC=dot_precision(), FUSE_DZ=True, ADD_G=True, num_warps=L.BWD_STREAM_WARPS,
             num_stages=1)

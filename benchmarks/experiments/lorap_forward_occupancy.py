@@ -78,7 +78,7 @@ def main():
         bm, bc, w, st, st_out, hoist, maxnreg = v
         extra = {"maxnreg": maxnreg} if maxnreg else {}
         return tk.lorap_fwd_stream_kernel[(-(-n // bm),)](
-            s, s, Wa, ba, U, V, out, alpha, n, d, d, k, R=r, BLOCK_M=bm, BLOCK_C=bc,
+            s, s, Wa, Wa, ba, U, V, out, alpha, n, d, d, k, R=r, BLOCK_M=bm, BLOCK_C=bc,
             PREC=dot_precision(), K_A=k_a, K_B=k_b, STAGES=st, STAGES_OUT=st_out, STORE_ALPHA=STORE_ALPHA,
             HOIST_AU=hoist, num_warps=w, num_stages=st, **extra)
 

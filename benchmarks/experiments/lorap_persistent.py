@@ -13,6 +13,8 @@ matmul does).
     python benchmarks/experiments/lorap_persistent.py            # JSON to $OUT or /tmp
 
 ``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1`` checks the variants on the CPU (errors only).
+Its scores take ``W_a`` as float32 (``W_SPLIT`` = 0); it was measured before the library's
+forward took ``W_a`` as bf16 parts (JSON ``kernels_stream/experiments/lorap_persistent_h100*.json``).
 ``VARIANTS='[[64, 64, 4, 2, 2], ...]'``: (BLOCK_M, BLOCK_C, warps, stages, programs a
 multiprocessor) to time.
 """
@@ -71,9 +73,10 @@ def lorap_fwd_persistent_kernel(
         nmask = nxt < N
         zt = tl.load(z_ptr + nxt[:, None] * D_IN + cols[None, :],
                      mask=nmask[:, None] & zmask[None, :], other=0.0).to(tl.float32)
-        sa = tk._chunk_scores(zt, wa_ptr, cols, zmask, D_IN, K, sa, 0, K_A, PREC)
+        sa = tk._chunk_scores(zt, zt, zt, wa_ptr, wa_ptr, cols, zmask, D_IN, K, sa, 0, K_A, PREC, 0)
         if K_B > 0:
-            sb = tk._chunk_scores(zt, wa_ptr, cols, zmask, D_IN, K, sb, K_A, K_B, PREC)
+            sb = tk._chunk_scores(zt, zt, zt, wa_ptr, wa_ptr, cols, zmask, D_IN, K, sb, K_A, K_B,
+                                   PREC, 0)
         # output of the current tile
         omask = cols < D
         m = ((cur >= 0) & (cur < N))[:, None] & omask[None, :]  # t = -1: cur < 0

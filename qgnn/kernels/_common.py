@@ -62,9 +62,14 @@ def dot_precision() -> str:
     """
     if torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
-    if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y"):
-        return "tf32x3"  # the values triton itself reads as "interpret"
+    if interpreting():
+        return "tf32x3"
     return EXACT_DOT_PRECISION
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run in its CPU interpreter (``TRITON_INTERPRET`` set)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y")
 
 
 def num_sms(device: torch.device) -> int:

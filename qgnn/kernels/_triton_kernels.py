@@ -134,13 +134,81 @@ def lorap_apply_kernel(
 
 
 @triton.jit
-def _chunk_scores(z, wa_ptr, cols, cmask, D_IN, K, acc,
-                  K_OFF: tl.constexpr, K_W: tl.constexpr, PREC: tl.constexpr):
-    """``acc += z[:, cols] W_a^T[cols, K_OFF:K_OFF + K_W]`` on the tensor cores."""
+def split_bf16_kernel(x_ptr, parts_ptr, NUMEL, BLOCK: tl.constexpr):
+    """``parts[0] = bf16(x)``, ``parts[1] = bf16(x - parts[0])``: ``x`` as a sum of two
+    bfloat16 parts (relative error about ``2^-16``), ``parts`` ``(2, NUMEL)``."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    hi = _round_bf16(x)
+    tl.store(parts_ptr + offs, hi.to(tl.bfloat16), mask=mask)
+    tl.store(parts_ptr + NUMEL + offs, _round_bf16(x - hi).to(tl.bfloat16), mask=mask)
+
+
+@triton.jit
+def _round_bf16(x):
+    """Float32 ``x`` rounded to the nearest bfloat16 (ties to even), still as float32. The
+    GPU's conversion rounds so too; Triton's CPU interpreter truncates, which would double
+    the split's error there."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _split(x, W_SPLIT: tl.constexpr):
+    """``x`` float32 as ``(hi, lo)`` bfloat16 with ``hi + lo`` close to ``x`` (``W_SPLIT`` =
+    2, the interpreter: float32 holding the rounded values)."""
+    if W_SPLIT == 2:
+        hi = _round_bf16(x)
+        lo = _round_bf16(x - hi)
+    else:
+        hi = x.to(tl.bfloat16)
+        lo = (x - hi.to(tl.float32)).to(tl.bfloat16)
+    return hi, lo
+
+
+@triton.jit
+def _split_dot(a_hi, a_lo, b_hi, b_lo, acc, W_SPLIT: tl.constexpr):
+    """``acc + a b`` from bfloat16 parts: ``a_lo b_hi + a_hi b_lo + a_hi b_hi`` (small terms
+    first), what ``input_precision="bf16x3"`` computes. ``W_SPLIT`` = 2: the same products in
+    float32, because Triton's CPU interpreter computes bfloat16 products wrongly."""
+    if W_SPLIT == 2:
+        a_hi, a_lo = a_hi.to(tl.float32), a_lo.to(tl.float32)
+        b_hi, b_lo = b_hi.to(tl.float32), b_lo.to(tl.float32)
+        acc = tl.dot(a_lo, b_hi, acc, input_precision="ieee")
+        acc = tl.dot(a_hi, b_lo, acc, input_precision="ieee")
+        acc = tl.dot(a_hi, b_hi, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a_lo, b_hi, acc)
+        acc = tl.dot(a_hi, b_lo, acc)
+        acc = tl.dot(a_hi, b_hi, acc)
+    return acc
+
+
+@triton.jit
+def _chunk_scores(z, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, acc,
+                  K_OFF: tl.constexpr, K_W: tl.constexpr, PREC: tl.constexpr,
+                  W_SPLIT: tl.constexpr):
+    """``acc += z[:, cols] W_a^T[cols, K_OFF:K_OFF + K_W]`` on the tensor cores.
+
+    ``W_SPLIT`` = 0: ``W_a`` float32 at ``wa_ptr``, one ``tl.dot`` at ``PREC``. Otherwise
+    ``wa_ptr`` / ``wlo_ptr`` hold the bfloat16 parts of ``W_a`` (:func:`split_bf16_kernel`,
+    once a call) and ``z_hi`` / ``z_lo`` those of the tile (:func:`_split`, once a chunk):
+    the split ``W_a^T`` tile then goes from global to shared memory as it is, where
+    ``bf16x3`` would split it in registers and write it back to shared memory every chunk.
+    """
     kk = K_OFF + tl.arange(0, K_W)
-    wt = tl.load(wa_ptr + kk[None, :] * D_IN + cols[:, None],
-                 mask=cmask[:, None] & (kk < K)[None, :], other=0.0).to(tl.float32)
-    return tl.dot(z, wt, acc, input_precision=PREC)
+    wmask = cmask[:, None] & (kk < K)[None, :]
+    if W_SPLIT == 0:
+        wt = tl.load(wa_ptr + kk[None, :] * D_IN + cols[:, None], mask=wmask,
+                     other=0.0).to(tl.float32)
+        acc = tl.dot(z, wt, acc, input_precision=PREC)
+    else:
+        w_hi = tl.load(wa_ptr + kk[None, :] * D_IN + cols[:, None], mask=wmask, other=0.0)
+        w_lo = tl.load(wlo_ptr + kk[None, :] * D_IN + cols[:, None], mask=wmask, other=0.0)
+        acc = _split_dot(z_hi, z_lo, w_hi, w_lo, acc, W_SPLIT)
+    return acc
 
 
 @triton.jit
@@ -184,11 +252,11 @@ def _aligned(n, ALIGN: tl.constexpr):
 
 @triton.jit
 def lorap_fwd_stream_kernel(
-    s_ptr, z_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
+    s_ptr, z_ptr, wa_ptr, wlo_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr,
     N, D, D_IN, K,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_A: tl.constexpr,
     K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
-    STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False,
+    STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False, W_SPLIT: tl.constexpr = 0,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
@@ -203,8 +271,10 @@ def lorap_fwd_stream_kernel(
     product and writes it. ``STORE_ALPHA``: also write ``alpha`` ``(N, K)`` float32 for the
     backward. ``HOIST_AU`` (``R <= 4``): form the ``R`` columns of ``alpha U`` once before
     pass 2, so that ``alpha`` need not stay in registers through it; otherwise each chunk
-    forms them again. ``ALIGN_*``: a power of two dividing ``D``, ``D_IN``, ``K`` (see
-    :func:`_aligned`).
+    forms them again. ``W_SPLIT`` (1, or 2 in the CPU interpreter): ``wa_ptr`` / ``wlo_ptr``
+    are the bfloat16 parts of ``W_a`` and the scores three bf16 products (see
+    :func:`_chunk_scores`); 0: ``W_a`` float32 at ``wa_ptr``, ``wlo_ptr`` unused.
+    ``ALIGN_*``: a power of two dividing ``D``, ``D_IN``, ``K`` (see :func:`_aligned`).
     """
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -221,9 +291,15 @@ def lorap_fwd_stream_kernel(
         cmask = cols < D_IN
         zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        sa = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sa, 0, K_A, PREC)
+        if W_SPLIT > 0:
+            z_hi, z_lo = _split(zt, W_SPLIT)
+        else:
+            z_hi, z_lo = zt, zt
+        sa = _chunk_scores(zt, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, sa, 0, K_A,
+                           PREC, W_SPLIT)
         if K_B > 0:
-            sb = _chunk_scores(zt, wa_ptr, cols, cmask, D_IN, K, sb, K_A, K_B, PREC)
+            sb = _chunk_scores(zt, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, sb, K_A,
+                               K_B, PREC, W_SPLIT)
     # Softmax over the K valid columns of both parts.
     sa = _biased(sa, ba_ptr, ka, K)
     row_max = tl.max(sa, axis=1)
@@ -355,12 +431,12 @@ def lorap_bwd_rows_kernel(
 def lorap_bwd_stream_kernel(
     g_ptr, alpha_ptr, wa_ptr, u_ptr, v_ptr,
     dsc_ptr, dzs_ptr, part_ptr,
-    N, D, D_IN, K, P,
+    N, D, D_IN, K, P, wlo_ptr,
     R: tl.constexpr, R_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
     K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
     STAGES: tl.constexpr = 1,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
-    RANK_DOT: tl.constexpr = False,
+    RANK_DOT: tl.constexpr = False, W_SPLIT: tl.constexpr = 0,
 ):
     """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``
     (both passes software-pipelined ``STAGES`` deep; 1: not pipelined; ``ALIGN_*`` as in
@@ -374,8 +450,10 @@ def lorap_bwd_stream_kernel(
     ``d scores = alpha * (d alpha - <alpha, d alpha>)`` with ``d alpha = d(alpha U) U^T``,
     written to ``dsc`` ``(N, K)`` (the caller forms ``dW_a = d scores^T z``),
     and the block's ``db_a`` and ``dU`` partial sums. Pass 2 (``FUSE_DZ``) writes
-    ``dzs = d scores W_a (+ g when ADD_G)`` chunk by chunk, the product on the tensor cores.
-    Partials are per program and summed by the caller: deterministic, no atomics.
+    ``dzs = d scores W_a (+ g when ADD_G)`` chunk by chunk, the product on the tensor cores
+    (``W_SPLIT`` as in :func:`lorap_fwd_stream_kernel`: ``d scores`` split once, ``W_a`` from
+    its bfloat16 parts). Partials are per program and summed by the caller: deterministic,
+    no atomics.
     """
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     pid = tl.program_id(0)
@@ -426,13 +504,23 @@ def lorap_bwd_stream_kernel(
     tl.store(dsc_ptr + rows64[:, None] * K + kk[None, :], d_scores,
              mask=rmask[:, None] & kmask[None, :])
     if FUSE_DZ:
+        if W_SPLIT > 0:
+            dsc_hi, dsc_lo = _split(d_scores, W_SPLIT)
         for c0 in tl.range(0, D_IN, BLOCK_C, num_stages=STAGES):
             cols = c0 + cc
             cmask = cols < D_IN
             m = rmask[:, None] & cmask[None, :]
-            w = tl.load(wa_ptr + kk[:, None] * D_IN + cols[None, :],
-                        mask=kmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-            acc = tl.dot(d_scores, w, input_precision=PREC)
+            wmask = kmask[:, None] & cmask[None, :]
+            if W_SPLIT == 0:
+                w = tl.load(wa_ptr + kk[:, None] * D_IN + cols[None, :], mask=wmask,
+                            other=0.0).to(tl.float32)
+                acc = tl.dot(d_scores, w, input_precision=PREC)
+            else:
+                w_hi = tl.load(wa_ptr + kk[:, None] * D_IN + cols[None, :], mask=wmask, other=0.0)
+                w_lo = tl.load(wlo_ptr + kk[:, None] * D_IN + cols[None, :], mask=wmask,
+                               other=0.0)
+                acc = _split_dot(dsc_hi, dsc_lo, w_hi, w_lo,
+                                 tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32), W_SPLIT)
             if ADD_G:  # D == D_IN here; this chunk of g was read in pass 1 (an L2 hit)
                 acc += tl.load(g_ptr + rows64[:, None] * D + cols[None, :], mask=m,
                                other=0.0).to(tl.float32)

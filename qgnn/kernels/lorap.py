@@ -14,9 +14,11 @@ Forward, three modes (chosen per ``torch.backends.cuda.matmul.allow_tf32``, see
 of ``s``) instead of recomputing it:
 ``"stream"`` (default): one Triton kernel per block of rows; a GEMM main loop over column
 chunks forms the scores on the tensor cores (bf16x3, relative error ~1e-6, unless tf32 is
-allowed; see :data:`qgnn.kernels._common.EXACT_DOT_PRECISION`), then a second loop re-reads each chunk of ``s`` (an L2 hit), adds the rank-``r``
-product and writes ``out``. ``"split"``: cuBLAS forms the ``(N, k)`` scores, then one Triton
-pass reads ``s`` and the scores and writes ``out`` (and ``alpha`` over the scores).
+allowed; see :data:`qgnn.kernels._common.EXACT_DOT_PRECISION`; ``W_a`` is split into its
+bfloat16 parts once a call, :func:`split_bf16`), then a second loop re-reads each chunk of
+``s`` (an L2 hit), adds the rank-``r`` product and writes ``out``. ``"split"``: cuBLAS forms
+the ``(N, k)`` scores, then one Triton pass reads ``s`` and the scores and writes ``out``
+(and ``alpha`` over the scores).
 ``"fused"``: one Triton pass holding the whole ``W_a^T`` tile (slower; kept for comparison).
 
 Backward: a Triton row pass reads ``g`` and ``alpha``, writes ``d scores`` ``(N, k)``, the
@@ -34,7 +36,7 @@ from typing import Optional
 
 import torch
 
-from qgnn.kernels._common import alloc, dot_precision, num_sms, use_triton
+from qgnn.kernels._common import alloc, dot_precision, interpreting, num_sms, use_triton
 
 Tensor = torch.Tensor
 
@@ -86,6 +88,25 @@ STREAM_SPLIT_K = True
 # a multiprocessor; 152-168 gave 141-142 us, 128 gave 149 us with spills).
 STREAM_HOIST_AU = True
 STREAM_MAXNREG = 160
+# Streamed forward in exact mode (bf16x3): split W_a into bfloat16 parts once a call
+# (split_bf16, one small kernel) and form the scores as three bf16 products from those parts,
+# instead of tl.dot's bf16x3, which splits the W_a^T tile in registers and writes it back to
+# shared memory every chunk. The same maths (errors 6e-6 either way). One H100, N=169,343,
+# d=256, k=40, r=2, GPU time in CUDA graphs, split included
+# (benchmarks/experiments/lorap_split_w_ab.py, two runs): forward 148.2 / 149.3 against
+# 156.3 / 156.2 us; with alpha 158.8 / 158.5 against 166.9 / 166.9.
+STREAM_SPLIT_W = True
+# ... from this many elements of the score input (N d_in) up. The split path costs about 37 us
+# more host time a call (its own launch and two views), which a small call cannot hide: at
+# Cora size (N=2,708, d=256) 85.9 against 48.4 us a call, host-bound, while at N=169,343
+# 153.2 against 158.9 (benchmarks/experiments/lorap_host_cost.py, one H100). At d=40 the
+# split did not pay either (N=169,343: 41.1 against 40.0 us, GPU time). 2^25 is N=131,072 at
+# d=256, where the kernel's GPU time (about 115 us) exceeds that host time.
+STREAM_SPLIT_W_MIN_ELEMENTS = 1 << 25
+# The same for the streamed backward's d scores W_a product: no faster there (one H100, GPU
+# time, d=256, r=2: backward 338.4 against 314.6 us at N=169,343 and 4278.6 against 3929.2 at
+# N=2,450,000; with the rank products on, 303.5 against 320.8 and 4030.3 against 3929.2).
+BWD_STREAM_SPLIT_W = False
 # Widths that are not a whole number of column chunks (a last layer with one column per class,
 # d = 40 on ogbn-arxiv, 7 on Cora) are not pipelined: there the pipelined passes took 330-362
 # us against 90-112 us with one stage (one H100, N=169,343, k=40, alpha written; d = 64 and
@@ -113,9 +134,14 @@ BWD_STREAM_WARPS = 4
 BWD_STREAM_MAXNREG = None
 # Software-pipelining depth of the streamed backward's two column loops (1: none).
 BWD_STREAM_STAGES = 3
-# Streamed backward: each chunk's g V^T and (alpha U)^T g as tensor-core products (ranks
-# padded to 16) rather than row and column sums across the block.
-BWD_STREAM_RANK_DOT = True
+# Streamed backward: from this rank up, each chunk's g V^T and (alpha U)^T g are tensor-core
+# products (ranks padded to 16) rather than R row and R column sums across the block (None:
+# never). One H100, N=169,343, tf32 off, backward GPU time (CUDA graphs,
+# benchmarks/experiments/lorap_split_w_ab.py): GPF-plus (F=128, k=10, r=10) 147.4 against
+# 259.5 us; r=2: 320.8 against 313.9 at d=256, 157.0 against 143.0 at d=40. Timed eagerly
+# (lorap_backward_variants.py --shapes), r=4 / 8 / 16 at d=256: 350 / 418 / 1036 against
+# 386 / 567 / 1786 us; d=128, r=4: 253 against 248.
+BWD_STREAM_RANK_DOT_MIN_RANK = 4
 # With tf32 allowed (plain tf32 products, cuBLAS's tf32 GEMM for dW_a) the earlier tunables
 # are faster: 32 rows, 2 warps, unpipelined, 325 against 430 us (one H100, d=256).
 BWD_STREAM_TF32 = (32, 2, 1)  # (rows, warps, stages)
@@ -240,6 +266,42 @@ def _cuda_milliseconds(fn, reps: int = 5) -> float:
     return start.elapsed_time(end)
 
 
+def w_split_mode(elements: int, enabled: Optional[bool] = None) -> int:
+    """How the streamed kernels take ``W_a`` for a score input of ``elements`` (``N d_in``):
+    0 as float32 (``tl.dot`` at :func:`dot_precision`), 1 as bfloat16 parts
+    (:func:`split_bf16`; exact mode on the GPU, where that precision is bf16x3), 2 as those
+    parts in float32 products (exact mode in Triton's CPU interpreter, whose bfloat16
+    products are wrong: tests the same indexing). ``enabled``: the switch to follow (default
+    ``STREAM_SPLIT_W``; the backward passes ``BWD_STREAM_SPLIT_W``); below
+    ``STREAM_SPLIT_W_MIN_ELEMENTS`` never."""
+    if not (STREAM_SPLIT_W if enabled is None else enabled):
+        return 0
+    if elements < STREAM_SPLIT_W_MIN_ELEMENTS:
+        return 0
+    prec = dot_precision()
+    if prec == "bf16x3":
+        return 1
+    return 2 if prec == "tf32x3" and interpreting() else 0
+
+
+def split_bf16_reference(w: Tensor) -> Tensor:
+    """``(2, *w.shape)`` bfloat16: ``bf16(w)`` and ``bf16(w - bf16(w))``."""
+    hi = w.to(torch.bfloat16)
+    return torch.stack([hi, (w.float() - hi.float()).to(torch.bfloat16)])
+
+
+def split_bf16(w: Tensor) -> Tensor:
+    """:func:`split_bf16_reference` in one Triton launch: ``(2, *w.shape)`` bfloat16 whose
+    sum is within about ``2^-16`` of ``w``, relatively."""
+    from qgnn.kernels import _triton_kernels as tk
+
+    w = w.contiguous()
+    parts = torch.empty((2,) + tuple(w.shape), dtype=torch.bfloat16, device=w.device)
+    block = 1024
+    tk.split_bf16_kernel[(max(1, -(-w.numel() // block)),)](w, parts, w.numel(), BLOCK=block)
+    return parts
+
+
 def _timed_pick(key, launch, choices, time_fn=None, rounds: int = 5):
     """The entry of ``choices`` for which ``launch(choice)`` runs fastest, timed on the first
     call with ``key`` and remembered after. Every choice is run once first (compiling it;
@@ -273,7 +335,7 @@ def _out_of_resources():
 
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
                          mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
-                         stages_out=None, hoist_au=None, maxnreg=None):
+                         stages_out=None, hoist_au=None, maxnreg=None, w_parts=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
@@ -283,6 +345,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         block_m, num_warps, num_stages, block_c: override the tunables of the chosen mode
             (``block_c``: column chunk of ``"stream"``); stages_out, hoist_au, maxnreg: of
             ``"stream"`` (``STREAM_STAGES_OUT``, ``STREAM_HOIST_AU``, ``STREAM_MAXNREG``).
+        w_parts: :func:`split_bf16` of ``weight_a`` if the caller has it (``"stream"`` forms
+            it when :func:`w_split_mode` asks for it).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -311,10 +375,14 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         extra = {"maxnreg": maxnreg} if maxnreg else {}
         num_warps = num_warps or STREAM_WARPS
         whole_chunks = d % block_c == 0 and d_in % block_c == 0
+        w_split = w_split_mode(n * d_in)
+        if w_split and w_parts is None:
+            w_parts = split_bf16(weight_a)
+        w_hi, w_lo = (w_parts[0], w_parts[1]) if w_split else (weight_a, weight_a)
 
         def launch(stages):
             tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
-                s, s if z is None else z, weight_a, bias_a, U, V, out,
+                s, s if z is None else z, w_hi, w_lo, bias_a, U, V, out,
                 alpha_out if alpha_out is not None else out,
                 n, d, d_in, k,
                 R=r, BLOCK_M=block_m, BLOCK_C=block_c, PREC=meta["PREC"],
@@ -322,7 +390,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
                 STAGES_OUT=stages_out or (STREAM_STAGES_OUT if whole_chunks else 1),
                 STORE_ALPHA=alpha_out is not None,
                 HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
-                ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
+                W_SPLIT=w_split, ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in),
+                ALIGN_K=_pow2_divisor(k),
                 num_warps=num_warps, num_stages=stages, **extra,
             )
 
@@ -362,7 +431,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
-                          s_from_output=False, maxnreg=None, stages=None, input_grad=True):
+                          s_from_output=False, maxnreg=None, stages=None, input_grad=True,
+                          w_parts=None):
     """Triton backward, no autograd.
 
     Args:
@@ -377,6 +447,8 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
             so the caller need not keep the aggregate.
         input_grad: ``False`` when neither ``s`` nor the score input needs a gradient (a
             prompt on the input features): ``ds`` and ``dz`` are then ``None`` and not formed.
+        w_parts: :func:`split_bf16` of ``weight_a`` if the caller has it (the ``"stream"``
+            pass forms it when :func:`w_split_mode` asks for it and ``ds`` / ``dz`` is fused).
 
     Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
     ``s`` (its gradient is then folded into ``ds``); with a separate score input ``ds`` is
@@ -419,17 +491,24 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     # one row of partial sums per program, [db_a (k) | dU (k, r) | dV (r, d)]: one reduction
     width = k + k * r + r * d
     part = alloc((progs, width), s, f32)
-    rank_dot = stream and BWD_STREAM_RANK_DOT
+    min_rank = BWD_STREAM_RANK_DOT_MIN_RANK
+    rank_dot = stream and min_rank is not None and r >= min_rank
     r_pad = max(16 if rank_dot else 2, _next_pow2(r))  # tl.dot takes 16 rows at least
     common = dict(R=r, R_PAD=r_pad, BLOCK_M=block_m,
                   K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None, num_stages=1)
     args = (g, alpha, weight_a, U, V, dsc, dzs, part, n, d, d_in, k, width)
     if stream:
         maxnreg = maxnreg or BWD_STREAM_MAXNREG
+        w_split = w_split_mode(n * d_in, BWD_STREAM_SPLIT_W) if fuse else 0
+        if w_split:
+            w_parts = split_bf16(weight_a) if w_parts is None else w_parts
+            args = (g, alpha, w_parts[0]) + args[3:] + (w_parts[1],)
+        else:
+            args = args + (weight_a,)
         tk.lorap_bwd_stream_kernel[(progs,)](
             *args, BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
             ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
-            RANK_DOT=rank_dot, num_warps=num_warps or tuned[1], **common,
+            RANK_DOT=rank_dot, W_SPLIT=w_split, num_warps=num_warps or tuned[1], **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
@@ -497,16 +576,20 @@ class LorapInjectFunction(torch.autograd.Function):
         alpha = None
         if any(ctx.needs_input_grad):
             alpha = alloc((s.shape[0], U.shape[0]), s, torch.float32)
-        out = lorap_forward_triton(s, weight_a, bias_a, U, V, score_input, alpha_out=alpha)
-        ctx.save_for_backward(s, weight_a, bias_a, U, V, score_input, alpha)
+        elements = s.shape[0] * (s if score_input is None else score_input).shape[1]
+        split = w_split_mode(elements) or w_split_mode(elements, BWD_STREAM_SPLIT_W)
+        w_parts = split_bf16(weight_a) if split else None  # for the forward and the backward
+        out = lorap_forward_triton(s, weight_a, bias_a, U, V, score_input, alpha_out=alpha,
+                                   w_parts=w_parts)
+        ctx.save_for_backward(s, weight_a, bias_a, U, V, score_input, alpha, w_parts)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        s, weight_a, bias_a, U, V, z, alpha = ctx.saved_tensors
+        s, weight_a, bias_a, U, V, z, alpha, w_parts = ctx.saved_tensors
         ds, dz, dwa, dba, du, dv = lorap_backward_triton(
             grad.contiguous(), s, weight_a, bias_a, U, V, z, alpha=alpha,
-            input_grad=ctx.needs_input_grad[0] or ctx.needs_input_grad[5],
+            input_grad=ctx.needs_input_grad[0] or ctx.needs_input_grad[5], w_parts=w_parts,
         )
         return ds, dwa, dba, du, dv, dz
 

@@ -209,6 +209,78 @@ def test_dot_precision_follows_torch_tf32_and_the_interpreter(monkeypatch):
         matmul.allow_tf32 = before
 
 
+def test_split_bf16_rounds_to_nearest_even_and_sums_back(force_triton):
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(37, 53, generator=g) * torch.logspace(-3, 3, 53)
+    # ties: 1 + 2^-8 lies halfway between two bfloat16 numbers and rounds to the even one, 1
+    w[0, :4] = torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 0.0])
+    parts = lk.split_bf16(w)
+    assert parts.shape == (2, 37, 53) and parts.dtype == torch.bfloat16
+    assert torch.equal(parts, lk.split_bf16_reference(w))
+    assert parts[0, 0, :4].tolist() == [1.0, 1 + 2 ** -6, -1.0, 0.0]
+    total = parts[0].double() + parts[1].double()
+    assert ((total - w.double()).abs() <= 2 ** -16 * w.double().abs()).all()
+
+
+def test_w_split_mode_follows_the_dot_precision(monkeypatch):
+    for prec, interp, want in [("bf16x3", "0", 1), ("tf32", "0", 0), ("tf32x3", "1", 2),
+                               ("tf32x3", "0", 0), ("tf32", "1", 0)]:
+        monkeypatch.setattr(lk, "dot_precision", lambda prec=prec: prec)
+        monkeypatch.setenv("TRITON_INTERPRET", interp)
+        assert lk.w_split_mode(lk.STREAM_SPLIT_W_MIN_ELEMENTS) == want, (prec, interp)
+    assert lk.w_split_mode(lk.STREAM_SPLIT_W_MIN_ELEMENTS - 1) == 0  # a small call: host-bound
+    monkeypatch.setattr(lk, "dot_precision", lambda: "bf16x3")
+    assert lk.w_split_mode(1 << 40, enabled=False) == 0
+    monkeypatch.setattr(lk, "STREAM_SPLIT_W", False)
+    assert lk.w_split_mode(1 << 40) == 0
+
+
+@pytest.mark.parametrize("split_w,bwd_split_w,rank_dot", [(False, False, None), (True, True, 1),
+                                                          (False, True, None)])
+@pytest.mark.parametrize("n,d,k,r,d_in", [(50, 40, 40, 3, None), (70, 128, 40, 2, None),
+                                          (23, 64, 40, 2, 128)])
+def test_stream_kernels_w_split_and_rank_products(force_triton, monkeypatch, n, d, k, r, d_in,
+                                                  split_w, bwd_split_w, rank_dot):
+    """Each way of taking W_a (float32 into ``tl.dot``, exact here; bf16 parts, emulated) in
+    the forward and the backward, and the backward's rank terms as products or as sums."""
+    monkeypatch.setattr(lk, "STREAM_SPLIT_W", split_w)
+    monkeypatch.setattr(lk, "BWD_STREAM_SPLIT_W", bwd_split_w)
+    monkeypatch.setattr(lk, "STREAM_SPLIT_W_MIN_ELEMENTS", 0)  # these small inputs too
+    monkeypatch.setattr(lk, "BWD_STREAM_RANK_DOT_MIN_RANK", rank_dot)
+    tol = 5e-5 if split_w or bwd_split_w else 1e-5
+    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
+    t64 = [x.requires_grad_() for x in make(n, d, k, r, d_in, seed=n + d)]
+    ref = lorap_reference(*t64[:5], score_input=t64[5] if d_in else None)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, t64, grad_out)
+    t32 = [x.detach().float().requires_grad_() for x in t64]
+    out = lorap_inject(*t32[:5], score_input=t32[5] if d_in else None)
+    assert rel(out, ref) < 1e-5
+    for name, a, b in zip(["s", "W_a", "b_a", "U", "V", "z"],
+                          torch.autograd.grad(out, t32, grad_out.float()), ref_grads):
+        assert rel(a, b) < tol, name
+
+
+def test_rank_products_from_the_threshold_rank(force_triton, monkeypatch):
+    from qgnn.kernels import _triton_kernels as tk
+
+    real, seen = tk.lorap_bwd_stream_kernel, []
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                seen.append((kw["RANK_DOT"], kw["R_PAD"]))
+                return real[grid](*args, **kw)
+            return launch
+    monkeypatch.setattr(tk, "lorap_bwd_stream_kernel", Spy())
+    monkeypatch.setattr(lk, "BWD_STREAM_RANK_DOT_MIN_RANK", 4)
+    for r in (3, 4):
+        s, wa, ba, u, v = [x.float() for x in make(20, 32, 6, r, None, seed=r)]
+        lk.lorap_backward_triton(torch.randn(20, 32), s, wa, ba, u, v, mode="stream")
+    assert seen == [(False, 4), (True, 16)]  # tl.dot takes 16 rows at least
+
+
 @pytest.mark.parametrize("hoist", [True, False])
 def test_stream_forward_steps_down_stages_when_out_of_shared_memory(force_triton, monkeypatch, hoist):
     """A GPU with less shared memory a block refuses deep pipelines (Triton's OutOfResources):
