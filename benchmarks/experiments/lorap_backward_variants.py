@@ -13,7 +13,6 @@ time its backward; run this script alternately on two trees for an A/B. ``--only
 skips the variants (an older tree may lack their constants).
 """
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -38,7 +37,7 @@ from triton.testing import do_bench  # noqa: E402
 from qgnn.kernels import lorap as L  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lorap_forward_variants import lorap_inputs  # noqa: E402  (the same seeded inputs)
+from lorap_forward_variants import lorap_inputs, patched  # noqa: E402  (shared helpers)
 
 NO_SPLIT_K = {"DWA_MIN_ALIGN": 10**9}  # dW_a through cuBLAS
 EARLIER = {"BWD_STREAM_BLOCK_M": 32, "BWD_STREAM_WARPS": 2, "BWD_STREAM_STAGES": 1}
@@ -51,19 +50,6 @@ if args.only_current:
     VARIANTS = {"current": {}}
 elif args.variants:
     VARIANTS = {name: VARIANTS[name] for name in args.variants.split(",")}
-
-
-@contextlib.contextmanager
-def patched(patch):
-    """Module constants of ``qgnn.kernels.lorap`` set to ``patch`` for the block."""
-    saved = {a: getattr(L, a) for a in patch}
-    for a, b in patch.items():
-        setattr(L, a, b)
-    try:
-        yield
-    finally:
-        for a, b in saved.items():
-            setattr(L, a, b)
 
 
 def main():
@@ -79,7 +65,7 @@ def main():
             t64 = [x.double().requires_grad_() for x in (s, wa, ba, u, v)]
             ref = torch.autograd.grad(L.lorap_reference(*t64), t64, gout.double())
             for name, patch in VARIANTS.items():  # worst relative error of ds, dW_a, db_a, dU, dV
-                with patched(patch):
+                with patched(L, patch):
                     got = L.lorap_backward_triton(gout, s, wa, ba, u, v, alpha=alpha,
                                                   input_grad=input_grad)
                 pairs = zip([got[0]] + list(got[2:]), ref)
@@ -88,7 +74,7 @@ def main():
             times = {name: [] for name in VARIANTS}
             for _ in range(3):
                 for name, patch in VARIANTS.items():
-                    with patched(patch):
+                    with patched(L, patch):
                         times[name].append(do_bench(
                             lambda: L.lorap_backward_triton(gout, s, wa, ba, u, v, alpha=alpha,
                                                             input_grad=input_grad),

@@ -5,7 +5,7 @@ d=256, k=40, r=2, tf32 off: time and error against float64 on one GPU.
 
 ``DEV=cpu NROWS=100 TRITON_INTERPRET=1`` checks the kernels on the CPU (no timings).
 """
-import json, os, sys
+import contextlib, json, os, sys
 sys.path.insert(0, ".")
 import torch, triton, triton.language as tl
 from triton.testing import do_bench
@@ -74,6 +74,20 @@ def fwd_v(s_ptr, wa_ptr, ba_ptr, u_ptr, v_ptr, out_ptr, alpha_ptr, N, K,
             res += au0[:, None] * tl.load(v_ptr + cols)[None, :]
             res += au1[:, None] * tl.load(v_ptr + D + cols)[None, :]
             tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=rmask[:, None])
+
+
+@contextlib.contextmanager
+def patched(module, patch):
+    """Attributes of ``module`` (e.g. the tunables of ``qgnn.kernels.lorap``) set to ``patch``
+    for the block."""
+    saved = {a: getattr(module, a) for a in patch}
+    for a, b in patch.items():
+        setattr(module, a, b)
+    try:
+        yield
+    finally:
+        for a, b in saved.items():
+            setattr(module, a, b)
 
 
 def lorap_inputs(n, d, k, r, dev):

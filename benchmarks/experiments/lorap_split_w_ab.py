@@ -18,7 +18,6 @@ Shapes: LoRAP at d=256 and d=40 (k=40, r=2); GPF-plus on 128 input features (k=1
 ``V`` = the bases, no input gradient). ``SHAPES=lorap256`` runs one; ``NROWS`` sets N;
 ``EAGER=1`` also times each call eagerly (``do_bench``, host launch cost included).
 """
-import contextlib
 import json
 import os
 import statistics
@@ -29,6 +28,9 @@ import torch  # noqa: E402
 from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
 
 from qgnn.kernels import lorap as L  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lorap_forward_variants import patched  # noqa: E402
 
 torch.backends.cuda.matmul.allow_tf32 = False
 N = int(os.environ.get("NROWS", 169_343))
@@ -47,18 +49,6 @@ VARIANTS = {
     "float32 W, bf16x3 dot": {"STREAM_SPLIT_W": False},
     "split W in the backward too": {"BWD_STREAM_SPLIT_W": True},
 }
-
-
-@contextlib.contextmanager
-def patched(patch):
-    saved = {a: getattr(L, a) for a in patch}
-    for a, b in patch.items():
-        setattr(L, a, b)
-    try:
-        yield
-    finally:
-        for a, b in saved.items():
-            setattr(L, a, b)
 
 
 def inputs(d, k, r, gpf):
@@ -94,7 +84,7 @@ def main():
 
         cases = {}
         for name, patch in VARIANTS.items():
-            with patched(patch):
+            with patched(L, patch):
                 leaves = [x.detach().requires_grad_(ng)
                           for x, ng in zip((s, wa, ba, u, v), needs_grad)]
                 out = L.lorap_inject(*leaves)
@@ -114,7 +104,7 @@ def main():
         times = {key: [] for key in cases}
         for _ in range(rounds):
             for key, (patch, fn) in cases.items():
-                with patched(patch):
+                with patched(L, patch):
                     fn()  # compile and pick outside the capture
                     times[key].append(do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3)
                     if EAGER:
