@@ -247,7 +247,9 @@ def test_stream_kernels_w_split_and_rank_products(force_triton, monkeypatch, n, 
     monkeypatch.setattr(lk, "BWD_STREAM_SPLIT_W", bwd_split_w)
     monkeypatch.setattr(lk, "STREAM_SPLIT_W_MIN_ELEMENTS", 0)  # these small inputs too
     monkeypatch.setattr(lk, "BWD_STREAM_RANK_DOT_MIN_RANK", rank_dot)
-    tol = 5e-5 if split_w or bwd_split_w else 1e-5
+    splits, split_bf16 = [], lk.split_bf16
+    monkeypatch.setattr(lk, "split_bf16", lambda w: splits.append(w.shape) or split_bf16(w))
+    tol = 5e-5 if split_w or bwd_split_w else 1e-5  # bf16 parts: scores within ~2^-16
     monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
     monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
     t64 = [x.requires_grad_() for x in make(n, d, k, r, d_in, seed=n + d)]
@@ -260,6 +262,7 @@ def test_stream_kernels_w_split_and_rank_products(force_triton, monkeypatch, n, 
     for name, a, b in zip(["s", "W_a", "b_a", "U", "V", "z"],
                           torch.autograd.grad(out, t32, grad_out.float()), ref_grads):
         assert rel(a, b) < tol, name
+    assert splits == ([(k, d_in or d)] if split_w or bwd_split_w else [])  # once a call
 
 
 def test_rank_products_from_the_threshold_rank(force_triton, monkeypatch):
