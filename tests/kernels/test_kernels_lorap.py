@@ -146,10 +146,13 @@ def test_backward_from_the_output_needs_alpha(force_triton):
         lk.lorap_backward_triton(g.float(), out, wa, ba, U, V, s_from_output=True)
 
 
+@pytest.mark.parametrize("split_w", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_low_precision_storage_computes_in_float32(force_triton, dtype):
+def test_low_precision_storage_computes_in_float32(force_triton, monkeypatch, dtype, split_w):
     """bf16 / fp16 tensors: the kernels compute in float32 and round only what they store, so
-    the result matches the float32 maths on the same (rounded) inputs to the output's precision."""
+    the result matches the float32 maths on the same (rounded) inputs to the output's precision
+    (also with W_a split into bf16 parts: a bf16 W_a is its own high part)."""
+    monkeypatch.setattr(lk, "STREAM_SPLIT_W_MIN_ELEMENTS", 0 if split_w else 1 << 62)
     seed = torch.randint(0, 2**31, (1,)).item()
     t = [x.to(dtype) for x in make(50, 40, 40, 2, None, seed)]
     t32 = [x.float().requires_grad_() for x in t]
