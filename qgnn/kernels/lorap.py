@@ -496,24 +496,24 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     r_pad = max(16 if rank_dot else 2, _next_pow2(r))  # tl.dot takes 16 rows at least
     common = dict(R=r, R_PAD=r_pad, BLOCK_M=block_m,
                   K_PAD=max(16, _next_pow2(k)), FUSE_DZ=fuse, ADD_G=z is None, num_stages=1)
-    args = (g, alpha, weight_a, U, V, dsc, dzs, part, n, d, d_in, k, width)
+    outs = (dsc, dzs, part, n, d, d_in, k, width)
     if stream:
         maxnreg = maxnreg or BWD_STREAM_MAXNREG
         w_split = w_split_mode(n * d_in, BWD_STREAM_SPLIT_W) if fuse else 0
-        if w_split:
-            w_parts = split_bf16(weight_a) if w_parts is None else w_parts
-            args = (g, alpha, w_parts[0]) + args[3:] + (w_parts[1],)
-        else:
-            args = args + (weight_a,)
+        if w_split and w_parts is None:
+            w_parts = split_bf16(weight_a)
+        w_hi, w_lo = (w_parts[0], w_parts[1]) if w_split else (weight_a, weight_a)
         tk.lorap_bwd_stream_kernel[(progs,)](
-            *args, BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
+            g, alpha, w_hi, U, V, *outs, w_lo,
+            BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
             ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
             RANK_DOT=rank_dot, W_SPLIT=w_split, num_warps=num_warps or tuned[1], **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
         tk.lorap_bwd_rows_kernel[(progs,)](
-            *args, BLOCK_D=max(16, _next_pow2(d)), BLOCK_DIN=max(16, _next_pow2(d_in)),
+            g, alpha, weight_a, U, V, *outs, BLOCK_D=max(16, _next_pow2(d)),
+            BLOCK_DIN=max(16, _next_pow2(d_in)),
             num_warps=num_warps or BWD_WARPS, **common,
         )
     if not input_grad:
