@@ -72,6 +72,21 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on", "y")
 
 
+_PDL_DEVICES: dict = {}
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Whether kernels on ``device`` can be launched as programmatic dependents (CUDA compute
+    capability 9.0 and later: Hopper on): a dependent's programs may then start while the
+    kernel before it still runs. Never in Triton's CPU interpreter."""
+    if device.type != "cuda" or interpreting():
+        return False
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _PDL_DEVICES:
+        _PDL_DEVICES[index] = torch.cuda.get_device_capability(index)[0] >= 9
+    return _PDL_DEVICES[index]
+
+
 def num_sms(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device (a small constant for the CPU interpreter)."""
     if device.type == "cuda":

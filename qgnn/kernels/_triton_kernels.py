@@ -134,9 +134,13 @@ def lorap_apply_kernel(
 
 
 @triton.jit
-def split_bf16_kernel(x_ptr, parts_ptr, NUMEL, BLOCK: tl.constexpr):
+def split_bf16_kernel(x_ptr, parts_ptr, NUMEL, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
     """``parts[0] = bf16(x)``, ``parts[1] = bf16(x - parts[0])``: ``x`` as a sum of two
-    bfloat16 parts (relative error about ``2^-16``), ``parts`` ``(2, NUMEL)``."""
+    bfloat16 parts (relative error about ``2^-16``), ``parts`` ``(2, NUMEL)``. ``PDL``: let
+    the next kernel, launched as a programmatic dependent, start at once (it waits for this
+    one's results with ``gdc_wait``)."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -258,6 +262,7 @@ def lorap_fwd_stream_kernel(
     K_B: tl.constexpr, PREC: tl.constexpr, STAGES: tl.constexpr, STAGES_OUT: tl.constexpr,
     STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False, W_SPLIT: tl.constexpr = 0,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
+    PDL: tl.constexpr = False,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -275,7 +280,11 @@ def lorap_fwd_stream_kernel(
     are the bfloat16 parts of ``W_a`` and the scores three bf16 products (see
     :func:`_chunk_scores`); 0: ``W_a`` float32 at ``wa_ptr``, ``wlo_ptr`` unused.
     ``ALIGN_*``: a power of two dividing ``D``, ``D_IN``, ``K`` (see :func:`_aligned`).
+    ``PDL``: launched as a programmatic dependent of the kernel before it, so its programs
+    may start while that one runs; they wait for its results before reading anything.
     """
+    if PDL:
+        tl.extra.cuda.gdc_wait()
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
@@ -683,13 +692,14 @@ def sum_pieces_kernel(part_ptr, first_ptr, count_ptr, out_ptr, D, BLOCK_D: tl.co
 def csr_agg_kernel(
     x_ptr, indices_ptr, weight_ptr, vstart_ptr, vlen_ptr, vout_ptr, inv_deg_ptr,
     out_ptr, s_ptr, part_ptr, alpha_ptr,
-    wa_ptr, ba_ptr, u_ptr, v_ptr, sc_ptr, off_ptr,
+    wa_ptr, wlo_ptr, ba_ptr, u_ptr, v_ptr, sc_ptr, off_ptr,
     NV, D, K, ROW_BYTES,
     HAS_WEIGHT: tl.constexpr, MEAN: tl.constexpr, LORAP: tl.constexpr, STORE_S: tl.constexpr,
     STORE_ALPHA: tl.constexpr,
     R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, K_PAD: tl.constexpr,
     UNROLL: tl.constexpr, PREC: tl.constexpr, EPI_BLOCK_C: tl.constexpr,
     BITS: tl.constexpr = 32, QMODE: tl.constexpr = 0,
+    W_SPLIT: tl.constexpr = 0, EPI_STAGES: tl.constexpr = 1,
 ):
     """Sum (or mean) of weighted in-neighbour rows for ``BLOCK_M`` *segments* per program.
 
@@ -702,6 +712,9 @@ def csr_agg_kernel(
     ``STORE_ALPHA``; ``EPI_BLOCK_C > 0`` forms the LoRAP scores in column chunks of that
     width, 0 in one tile). ``vout < 0``: a piece of a
     long row: write the raw partial sum to ``part[-vout - 1]``; the caller finishes those.
+
+    Chunked epilogue (``EPI_BLOCK_C > 0``): ``W_SPLIT`` and ``wlo_ptr`` as in
+    :func:`lorap_fwd_stream_kernel`; the chunk loop software-pipelined ``EPI_STAGES`` deep.
 
     ``BITS`` 32: ``x`` is float rows ``(N, D)``. ``BITS`` 8 / 4 / 2: ``x`` is packed codes
     ``(N, ROW_BYTES)`` uint8 (:mod:`qgnn.kernels.lowbit`), dequantized as gathered with the
@@ -751,14 +764,17 @@ def csr_agg_kernel(
             kmask = kk < K
             cc = tl.arange(0, EPI_BLOCK_C)
             scores = tl.zeros((BLOCK_M, K_PAD), dtype=tl.float32)
-            for c0 in range(0, D, EPI_BLOCK_C):
+            for c0 in tl.range(0, D, EPI_BLOCK_C, num_stages=EPI_STAGES):
                 cl = c0 + cc
                 cm = cl < D
                 at = tl.load(out_ptr + row[:, None] * D + cl[None, :],
                              mask=whole[:, None] & cm[None, :], other=0.0).to(tl.float32)
-                wt = tl.load(wa_ptr + kk[None, :] * D + cl[:, None],
-                             mask=cm[:, None] & kmask[None, :], other=0.0).to(tl.float32)
-                scores = tl.dot(at, wt, scores, input_precision=PREC)
+                if W_SPLIT > 0:
+                    a_hi, a_lo = _split(at, W_SPLIT)
+                else:
+                    a_hi, a_lo = at, at
+                scores = _chunk_scores(at, a_hi, a_lo, wa_ptr, wlo_ptr, cl, cm, D, K, scores,
+                                       0, K_PAD, PREC, W_SPLIT)
             b = tl.load(ba_ptr + kk, mask=kmask, other=0.0).to(tl.float32)
             alpha = _masked_softmax(scores + b[None, :], kmask)
         else:

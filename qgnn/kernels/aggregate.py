@@ -26,16 +26,28 @@ from typing import Optional
 import torch
 
 from qgnn.kernels._common import alloc, dot_precision, use_triton
-from qgnn.kernels.lorap import _check, _next_pow2, lorap_backward_triton, lorap_forward_triton
+from qgnn.kernels.lorap import _check, _next_pow2, lorap_backward_triton
+from qgnn.kernels.lorap import lorap_forward_triton, split_bf16, w_split_mode
 from qgnn.kernels.lorap import lorap_reference
 from qgnn.kernels.lowbit import GRANULARITIES, CodeGrid, PackedRows, pack_rows
 
 Tensor = torch.Tensor
 REDUCES = ("sum", "mean")
 
-# Tunables, chosen on one H100 (benchmarks/bench_kernels.py).
-AGG_BLOCK_M = 16
-AGG_WARPS = 8
+# Tunables, chosen on one H100 (benchmarks/bench_kernels.py). Segments (rows) a program and
+# warps: float32 rows, packed codes, and with the LoRAP epilogue (its score product on the
+# tensor cores takes 16 rows). Power-law graph of ogbn-arxiv size, forward and the backward's
+# pass over the transposed graph (benchmarks/experiments/agg_block_ab.py), against 16 rows
+# and 8 warps: float32 4 rows, 4 warps at d = 256 / 128 / 64 / 40: 650 / 283 / 151 / 211
+# against 689 / 289 / 164 / 298 us; packed d=256 at 8 rows, 4 warps: int8 / int4 / int2 per
+# tensor 238 / 252 / 244 against 256 / 272 / 263, int4 per row 274 against 293 (4 rows: 250
+# / 268 / 267 / 309).
+AGG_BLOCK_M = 4
+AGG_WARPS = 4
+AGG_PACKED_BLOCK_M = 8
+AGG_PACKED_WARPS = 4
+AGG_EPI_BLOCK_M = 16
+AGG_EPI_WARPS = 8
 AGG_UNROLL = 2
 AGG_STAGES = 1
 MAX_SEGMENT = 256
@@ -47,6 +59,12 @@ MAX_SEGMENT = 256
 AGG_LORAP_EPILOGUE = False
 # Epilogue score product in column chunks of this width (0: one W_a^T tile, which spills).
 AGG_EPI_BLOCK_C = 32
+# Chunked epilogue: W_a as bfloat16 parts split once a call (lorap.w_split_mode / split_bf16,
+# exact mode), and the chunk loop's pipelining depth. One H100 (experiments/
+# agg_epilogue_options.py, d=256): 923 us split and 3 stages, 1010 at 2 stages, 1081 float32
+# W_a at 2 stages, 1108 neither; aggregation alone 689 (16 rows, 8 warps).
+AGG_EPI_SPLIT_W = True
+AGG_EPI_STAGES = 3
 
 
 # ----------------------------------------------------------------------------- references
@@ -153,7 +171,7 @@ def graph_plan(graph, max_segment: int = MAX_SEGMENT) -> CSRPlan:
 # ----------------------------------------------------------------------------- Triton launch
 def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, store_s=False,
                      alpha_out=None, block_m=None, num_warps=None, unroll=None, num_stages=None,
-                     maxnreg=None):
+                     maxnreg=None, epi_stages=None, epi_split_w=None):
     """One aggregation pass, no autograd. Returns ``(out, s)`` (``s`` only with ``store_s``).
 
     ``x`` is ``(N_src, d)`` float rows or :class:`~qgnn.kernels.lowbit.PackedRows` (gathered
@@ -165,7 +183,8 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
     LoRAP kernel, so every row gets the identical maths. ``alpha_out`` (``(N, k)`` float32,
     optional, with ``lorap``) receives the LoRAP weights ``alpha`` for the backward.
     ``block_m``, ``num_warps``, ``unroll``, ``num_stages``, ``maxnreg`` (a register cap a
-    thread) override the tunables.
+    thread), ``epi_stages``, ``epi_split_w`` override the tunables (``block_m`` and
+    ``num_warps`` default to those of float rows, packed codes or the epilogue).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -184,24 +203,36 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
     part = alloc((max(plan.num_pieces, 1), d), like, f32)
     k, r = (lorap[2].shape if lorap is not None else (1, 1))
     wa, ba, U, V = lorap if lorap is not None else (x, x, x, x)
-    block_m = block_m or AGG_BLOCK_M
+    epi_block_c = min(AGG_EPI_BLOCK_C, max(16, _next_pow2(d)))
+    w_split = 0
+    if lorap is not None and epi_block_c > 0:
+        w_split = w_split_mode(n * d, AGG_EPI_SPLIT_W if epi_split_w is None else epi_split_w)
+    w_parts = split_bf16(wa) if w_split else None
+    w_hi, w_lo = (w_parts[0], w_parts[1]) if w_split else (wa, wa)
+    if lorap is not None:
+        block_m, num_warps = block_m or AGG_EPI_BLOCK_M, num_warps or AGG_EPI_WARPS
+    elif packed is not None:
+        block_m, num_warps = block_m or AGG_PACKED_BLOCK_M, num_warps or AGG_PACKED_WARPS
+    else:
+        block_m, num_warps = block_m or AGG_BLOCK_M, num_warps or AGG_WARPS
     grid = (max(1, -(-plan.num_segments // block_m)),)
     tk.csr_agg_kernel[grid](
         x, plan.indices, edge_weight if edge_weight is not None else x,
         plan.vstart, plan.vlen, plan.vout, plan.inv_deg,
         out, s if s is not None else out, part,
         alpha_out if alpha_out is not None else out,
-        wa, ba, U, V,
+        w_hi, w_lo, ba, U, V,
         packed.scale if packed is not None else out, packed.offset if packed is not None else out,
         plan.num_segments, d, k, packed.data.shape[1] if packed is not None else d,
         HAS_WEIGHT=edge_weight is not None, MEAN=reduce == "mean", LORAP=lorap is not None,
         STORE_S=store_s, STORE_ALPHA=alpha_out is not None, R=r, BLOCK_M=block_m,
         BLOCK_D=max(16, _next_pow2(d)),
         K_PAD=max(16, _next_pow2(k)), UNROLL=unroll or AGG_UNROLL, PREC=dot_precision(),
-        EPI_BLOCK_C=min(AGG_EPI_BLOCK_C, max(16, _next_pow2(d))),
+        EPI_BLOCK_C=epi_block_c,
         BITS=packed.bits if packed is not None else 32,
         QMODE=GRANULARITIES.index(packed.granularity) if packed is not None else 0,
-        num_warps=num_warps or AGG_WARPS, num_stages=num_stages or AGG_STAGES,
+        W_SPLIT=w_split, EPI_STAGES=epi_stages or AGG_EPI_STAGES,
+        num_warps=num_warps, num_stages=num_stages or AGG_STAGES,
         **({"maxnreg": maxnreg} if maxnreg else {}),
     )
     if plan.num_pieces:

@@ -36,7 +36,8 @@ from typing import Optional
 
 import torch
 
-from qgnn.kernels._common import alloc, dot_precision, interpreting, num_sms, use_triton
+from qgnn.kernels._common import (alloc, dot_precision, interpreting, num_sms, pdl_supported,
+                                  use_triton)
 
 Tensor = torch.Tensor
 
@@ -103,6 +104,11 @@ STREAM_SPLIT_W = True
 # split did not pay either (N=169,343: 41.1 against 40.0 us, GPU time). 2^25 is N=131,072 at
 # d=256, where the kernel's GPU time (about 115 us) exceeds that host time.
 STREAM_SPLIT_W_MIN_ELEMENTS = 1 << 25
+# Launch the streamed forward as a programmatic dependent (Hopper on) of the kernel before it,
+# usually split_bf16, which lets it start at once: the forward's programs are then resident
+# and waiting (gdc_wait, before they read anything) while the split runs, instead of the two
+# launches running back to back.
+STREAM_PDL = True
 # The same for the streamed backward's d scores W_a product: no faster there (one H100, GPU
 # time, d=256, r=2: backward 338.4 against 314.6 us at N=169,343 and 4278.6 against 3929.2 at
 # N=2,450,000; with the rank products on, 303.5 against 320.8 and 4030.3 against 3929.2).
@@ -298,7 +304,8 @@ def split_bf16(w: Tensor) -> Tensor:
     w = w.contiguous()
     parts = torch.empty((2,) + tuple(w.shape), dtype=torch.bfloat16, device=w.device)
     block = 1024
-    tk.split_bf16_kernel[(max(1, -(-w.numel() // block)),)](w, parts, w.numel(), BLOCK=block)
+    tk.split_bf16_kernel[(max(1, -(-w.numel() // block)),)](
+        w, parts, w.numel(), BLOCK=block, PDL=pdl_supported(w.device))
     return parts
 
 
@@ -379,6 +386,9 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         if w_split and w_parts is None:
             w_parts = split_bf16(weight_a)
         w_hi, w_lo = (w_parts[0], w_parts[1]) if w_split else (weight_a, weight_a)
+        pdl = STREAM_PDL and pdl_supported(s.device)
+        if pdl:
+            extra["launch_pdl"] = True
 
         def launch(stages):
             tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
@@ -391,7 +401,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
                 STORE_ALPHA=alpha_out is not None,
                 HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
                 W_SPLIT=w_split, ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in),
-                ALIGN_K=_pow2_divisor(k),
+                ALIGN_K=_pow2_divisor(k), PDL=pdl,
                 num_warps=num_warps, num_stages=stages, **extra,
             )
 

@@ -8,6 +8,7 @@ from qgnn.kernels import (CSRPlan, aggregate_graph, aggregate_graph_lorap, csr_a
                           csr_aggregate_lorap, csr_aggregate_lorap_reference,
                           csr_aggregate_reference)
 from qgnn.kernels import aggregate as agg
+from qgnn.kernels.lorap import split_bf16 as split
 
 
 def rel(a, b):
@@ -42,14 +43,26 @@ CASES = [  # n (not a multiple of the row block), edges, d, k, r, reduce, max_se
 ]
 
 
-@pytest.mark.parametrize("epilogue,epi_block_c", [(True, 16), (True, 0), (False, 16)])
+# The chunked epilogue with W_a split into bf16 parts (emulated in the interpreter; the size
+# threshold lifted so that these small graphs take it) and its chunk loop pipelined.
+EPI_OPTIONS = {"AGG_EPI_SPLIT_W": True, "AGG_EPI_STAGES": 2}
+
+
+@pytest.mark.parametrize("epilogue,epi_block_c,options", [
+    (True, 16, False), (True, 16, True), (True, 0, False), (False, 16, False)])
 @pytest.mark.parametrize("n,e,d,k,r,reduce,seg,weighted", CASES)
 def test_aggregate_lorap_matches_float64(force_triton, monkeypatch, n, e, d, k, r, reduce, seg,
-                                         weighted, epilogue, epi_block_c):
+                                         weighted, epilogue, epi_block_c, options):
     """LoRAP fused into the aggregation's epilogue (scores in column chunks, or in one tile;
     the backward then forms dW_a from the output), or run on the stored aggregate."""
     monkeypatch.setattr(agg, "AGG_LORAP_EPILOGUE", epilogue)
     monkeypatch.setattr(agg, "AGG_EPI_BLOCK_C", epi_block_c)
+    if options:
+        for name, value in EPI_OPTIONS.items():
+            monkeypatch.setattr(agg, name, value)
+        monkeypatch.setattr(agg, "w_split_mode", lambda elements, enabled=None: 2 * bool(enabled))
+        splits = []
+        monkeypatch.setattr(agg, "split_bf16", lambda w: splits.append(w.shape) or split(w))
     seed = torch.randint(0, 2**31, (1,)).item()
     graph = random_graph(n, e, seed, weighted)
     plan = CSRPlan(graph.indptr, graph.indices, seg)
@@ -68,6 +81,8 @@ def test_aggregate_lorap_matches_float64(force_triton, monkeypatch, n, e, d, k, 
     assert rel(out, ref) < 1e-5
     for name, a, b in zip(["x", "W_a", "b_a", "U", "V"], grads, ref_grads):
         assert rel(a, b) < 1e-5, name
+    if options:  # the split ran (once for the plan's rows; long rows take the LoRAP kernel)
+        assert splits and splits[0] == (k, d)
 
     plain = csr_aggregate(graph.indptr, graph.indices, graph.edge_weight, t32[0], reduce, plan=plan)
     plain_ref = csr_aggregate_reference(graph.indptr, graph.indices, w64, x64, reduce)
