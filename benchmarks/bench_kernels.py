@@ -267,7 +267,7 @@ def bench_aggregate(copy_bw, d=256, k=40, r=2, sweep=False):
         info["sweep_ms"] = {f"seg={a} bm={b} w={c}": {"agg+lorap": v[0], "agg": v[1]}
                             for (a, b, c), v in sw.items()}
         info["chosen"] = {"max_segment": best[0], "block_m": best[1], "num_warps": best[2]}
-        agg.MAX_SEGMENT, agg.AGG_BLOCK_M, agg.AGG_WARPS = best
+        agg.MAX_SEGMENT, agg.AGG_EPI_BLOCK_M, agg.AGG_EPI_WARPS = best
         plan = agg.CSRPlan(graph.indptr, graph.indices)
         times["agg_lorap_fused"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum", params))
         times["agg_only"] = bench(lambda: agg.aggregate_triton(plan, w, x, "sum"))
