@@ -4,8 +4,9 @@
 ``1 / in_degree_i`` (``"mean"``; rows without in-edges give zeros). The LoRAP variant
 applies ``s_i + (softmax(s_i W_a^T + b_a) U) V`` to the aggregate: either in the
 aggregation kernel's epilogue, before each finished row ``s_i`` is written (no extra pass
-over ``s``), or (``AGG_LORAP_EPILOGUE = False``, measured faster on one H100) as
-:func:`qgnn.kernels.lorap.lorap_forward_triton` on the written aggregate.
+over ``s``; the default when no gradient is needed), or as
+:func:`qgnn.kernels.lorap.lorap_forward_triton` on the written aggregate (the default for
+training, whose backward is faster so; see ``AGG_LORAP_EPILOGUE``).
 
 Shapes: ``indptr`` ``(N + 1,)``, ``indices`` ``(E,)`` (source of each edge, grouped by
 destination), ``edge_weight`` ``(E,)`` or ``None``, ``x`` ``(N, d)``.
@@ -46,17 +47,21 @@ AGG_BLOCK_M = 4
 AGG_WARPS = 4
 AGG_PACKED_BLOCK_M = 8
 AGG_PACKED_WARPS = 4
+# The epilogue at 16 rows, 4 warps (W_a split, 3 stages; experiments/agg_epilogue_options.py,
+# d=256): 785 us against 731 for the aggregation alone at that block (1.07x); at 16 rows and
+# 8 warps 915 against 689 (1.33x), 8 rows and 8 warps 838 against 653 (1.28x).
 AGG_EPI_BLOCK_M = 16
-AGG_EPI_WARPS = 8
+AGG_EPI_WARPS = 4
 AGG_UNROLL = 2
 AGG_STAGES = 1
 MAX_SEGMENT = 256
 # LoRAP after aggregation: True fuses it into the aggregation's epilogue (the backward then
 # forms dW_a from the output and no aggregate is kept); False writes the aggregate and runs
-# lorap_forward_triton on it (its own mode, see lorap.fwd_mode). Measured on one H100, power-
-# law graph of ogbn-arxiv size, d=256 (bench_kernels.py --stream): forward 1117 us with the
-# epilogue (it lengthens the latency-bound gather) vs 879 us separate; aggregation alone 690.
-AGG_LORAP_EPILOGUE = False
+# lorap_forward_triton on it (its own mode, see lorap.fwd_mode); None: the epilogue when no
+# gradient is needed, else the separate pass. One H100, power-law graph of ogbn-arxiv size,
+# d=256 (bench_kernels.py --stream): forward 782 us with the epilogue against 804 separate;
+# forward + backward 2040 against 1811 (the epilogue's backward re-forms s from the output).
+AGG_LORAP_EPILOGUE = None
 # Epilogue score product in column chunks of this width (0: one W_a^T tile, which spills).
 AGG_EPI_BLOCK_C = 32
 # Chunked epilogue: W_a as bfloat16 parts split once a call (lorap.w_split_mode / split_bf16,
@@ -299,7 +304,8 @@ class CSRAggregateFunction(torch.autograd.Function):
 
 
 class CSRAggregateLorapFunction(torch.autograd.Function):
-    """Autograd wrapper for aggregation + LoRAP (epilogue or separate, ``AGG_LORAP_EPILOGUE``).
+    """Autograd wrapper for aggregation + LoRAP (``epilogue``: in the aggregation's epilogue,
+    else as a separate pass).
 
     When a gradient will be needed the forward also keeps ``alpha`` ``(N, k)`` and either
     ``s`` (the aggregate, written anyway by the separate path) or, with the epilogue, the
@@ -309,13 +315,13 @@ class CSRAggregateLorapFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight_a, bias_a, U, V, edge_weight, plan, reduce):
+    def forward(ctx, x, weight_a, bias_a, U, V, edge_weight, plan, reduce, epilogue):
         ctx.plan, ctx.reduce = plan, reduce
         lorap = (weight_a, bias_a, U, V)
         need = any(ctx.needs_input_grad[:5])
         alpha = alloc((x.shape[0], U.shape[0]), x, torch.float32) if need else None
-        ctx.s_from_output = AGG_LORAP_EPILOGUE
-        if AGG_LORAP_EPILOGUE:
+        ctx.s_from_output = epilogue
+        if epilogue:
             out = aggregate_triton(plan, edge_weight, x, reduce, lorap, alpha_out=alpha)[0]
             s = out
         else:
@@ -334,7 +340,7 @@ class CSRAggregateLorapFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             plan_t, w_t = _backward_weights(ctx.plan, edge_weight, ctx.reduce)
             dx = aggregate_triton(plan_t, w_t, ds, "sum")[0]
-        return dx, dwa, dba, du, dv, None, None, None
+        return dx, dwa, dba, du, dv, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- public API
@@ -387,7 +393,9 @@ def csr_aggregate(indptr, indices, edge_weight, x, reduce="sum", *, plan: Option
 
 def csr_aggregate_lorap(indptr, indices, edge_weight, x, reduce, weight_a, bias_a, U, V, *,
                         plan: Optional[CSRPlan] = None):
-    """Aggregation with the LoRAP head fused into its epilogue (scores on the aggregate).
+    """Aggregation with the LoRAP head (scores on the aggregate): fused into the aggregation's
+    epilogue when no gradient is needed, else the aggregate then the LoRAP kernel
+    (``AGG_LORAP_EPILOGUE`` fixes either).
 
     Args: as :func:`csr_aggregate`, plus weight_a ``(k, d)``, bias_a ``(k,)``, U ``(k, r)``,
     V ``(r, d)``. Returns ``(N, d)``: ``lorap(aggregate(x))``, differentiable w.r.t. ``x``
@@ -402,7 +410,10 @@ def csr_aggregate_lorap(indptr, indices, edge_weight, x, reduce, weight_a, bias_
     plan = _plan_for(indptr, indices, plan)
     w = edge_weight.detach().contiguous() if edge_weight is not None else None
     params = [t.contiguous() for t in (weight_a, bias_a, U, V)]
-    return CSRAggregateLorapFunction.apply(x.contiguous(), *params, w, plan, reduce)
+    epilogue = AGG_LORAP_EPILOGUE
+    if epilogue is None:  # the faster forward, unless a backward will follow
+        epilogue = not (torch.is_grad_enabled() and any(t.requires_grad for t in [x] + params))
+    return CSRAggregateLorapFunction.apply(x.contiguous(), *params, w, plan, reduce, epilogue)
 
 
 def aggregate_graph(graph, x, reduce="sum", edge_weight=None, grid: Optional[CodeGrid] = None):

@@ -107,6 +107,32 @@ def test_graph_helpers_cache_plan_and_match(force_triton):
         graph.indptr, graph.indices, graph.edge_weight.double(), x.double())) < 1e-6
 
 
+def test_lorap_epilogue_by_default_only_without_gradient(force_triton, monkeypatch):
+    """AGG_LORAP_EPILOGUE None: the epilogue for forward-only calls (faster), the aggregate
+    then the LoRAP kernel when a backward follows (faster backward); both give the same rows."""
+    monkeypatch.setattr(agg, "AGG_LORAP_EPILOGUE", None)
+    calls = []  # per aggregation pass: whether it applied LoRAP in its epilogue
+    real = agg.aggregate_triton
+
+    def spy(plan, edge_weight, x, reduce="sum", lorap=None, **kw):
+        calls.append(lorap is not None)
+        return real(plan, edge_weight, x, reduce, lorap, **kw)
+
+    monkeypatch.setattr(agg, "aggregate_triton", spy)
+    graph = random_graph(33, 100, 5).gcn_norm()
+    x = torch.randn(33, 20)
+    p = [t.float().requires_grad_() for t in lorap_params(20, 6, 2, 5)]
+    with torch.no_grad():
+        fwd_only = aggregate_graph_lorap(graph, x, *p)
+    assert calls == [True]  # one pass, LoRAP in its epilogue
+    calls.clear()
+    trained = aggregate_graph_lorap(graph, x, *p)
+    assert calls == [False]  # the plain aggregate, LoRAP after it
+    assert rel(fwd_only, trained.detach().double()) < 1e-6
+    trained.sum().backward()
+    assert all(t.grad is not None for t in p)
+
+
 def test_edge_weight_gradient_raises(force_triton):
     graph = random_graph(20, 50, 1)
     w = graph.edge_weight.clone().requires_grad_()
