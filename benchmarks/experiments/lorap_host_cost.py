@@ -1,6 +1,7 @@
 """Host time of one streamed LoRAP forward call at a small N (Cora size, where the GPU work
 is about 10 us and the call is host-bound), with ``W_a`` split into bf16 parts
-(``STREAM_SPLIT_W``) and without, and of ``split_bf16`` alone: wall time per call over
+(``STREAM_SPLIT_W``) and without, each launched as a programmatic dependent (``STREAM_PDL``)
+and not, and of ``split_bf16`` alone: wall time per call over
 ``CALLS`` back-to-back calls (synchronised at the end only), ROUNDS interleaved rounds,
 medians. tf32 off, on one GPU.
 
@@ -44,14 +45,16 @@ def main():
 
     min_elements = L.STREAM_SPLIT_W_MIN_ELEMENTS
 
-    def forward(split):
-        L.STREAM_SPLIT_W = split
+    def forward(split, pdl=False):
+        L.STREAM_SPLIT_W, L.STREAM_PDL = split, pdl
         L.STREAM_SPLIT_W_MIN_ELEMENTS = 0  # the split path at any N, to time its cost
         return L.lorap_forward_triton(s, wa, ba, u, v)
 
     cases = {
         "forward, W_a split": lambda: forward(True),
         "forward, W_a float32": lambda: forward(False),
+        "forward, W_a split, PDL": lambda: forward(True, True),
+        "forward, W_a float32, PDL": lambda: forward(False, True),
         "split_bf16 alone": lambda: L.split_bf16(wa),
         "torch ops": lambda: L.lorap_reference(s, wa, ba, u, v),
     }
@@ -61,7 +64,7 @@ def main():
     for _ in range(rounds):
         for name, fn in cases.items():
             times[name].append(per_call_us(fn, calls))
-    L.STREAM_SPLIT_W, L.STREAM_SPLIT_W_MIN_ELEMENTS = True, min_elements
+    L.STREAM_SPLIT_W, L.STREAM_SPLIT_W_MIN_ELEMENTS, L.STREAM_PDL = True, min_elements, False
     res = {"device": torch.cuda.get_device_name(), "n": n, "calls": calls, "rounds": rounds,
            "us_per_call": {name: statistics.median(t) for name, t in times.items()},
            "runs": times}

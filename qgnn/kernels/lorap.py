@@ -105,10 +105,13 @@ STREAM_SPLIT_W = True
 # d=256, where the kernel's GPU time (about 115 us) exceeds that host time.
 STREAM_SPLIT_W_MIN_ELEMENTS = 1 << 25
 # Launch the streamed forward as a programmatic dependent (Hopper on) of the kernel before it,
-# usually split_bf16, which lets it start at once: the forward's programs are then resident
-# and waiting (gdc_wait, before they read anything) while the split runs, instead of the two
-# launches running back to back.
-STREAM_PDL = True
+# usually split_bf16, which then lets it start at once: the forward's programs are resident
+# and waiting (gdc_wait, before they read anything) while the split runs. Off: on one H100
+# (N=169,343, d=256) it saves 1.8 us of an eager call (154.6 against 156.4 us; none in a
+# CUDA graph, experiments/lorap_split_w_ab.py) and no host time (lorap_host_cost.py), but
+# training epochs of a W4A4 GCN with LoRAP at ogbn-arxiv size took 1.5-3 ms more wall time
+# in 5 of 6 runs (15.8-17.9 against 14.1-15.6 ms; kernel time equal; run_ab_epoch.sh).
+STREAM_PDL = False
 # The same for the streamed backward's d scores W_a product: no faster there (one H100, GPU
 # time, d=256, r=2: backward 338.4 against 314.6 us at N=169,343 and 4278.6 against 3929.2 at
 # N=2,450,000; with the rank products on, 303.5 against 320.8 and 4030.3 against 3929.2).
@@ -305,7 +308,7 @@ def split_bf16(w: Tensor) -> Tensor:
     parts = torch.empty((2,) + tuple(w.shape), dtype=torch.bfloat16, device=w.device)
     block = 1024
     tk.split_bf16_kernel[(max(1, -(-w.numel() // block)),)](
-        w, parts, w.numel(), BLOCK=block, PDL=pdl_supported(w.device))
+        w, parts, w.numel(), BLOCK=block, PDL=STREAM_PDL and pdl_supported(w.device))
     return parts
 
 
