@@ -104,18 +104,20 @@ STREAM_SPLIT_W = True
 # split did not pay either (N=169,343: 41.1 against 40.0 us, GPU time). 2^25 is N=131,072 at
 # d=256, where the kernel's GPU time (about 115 us) exceeds that host time.
 STREAM_SPLIT_W_MIN_ELEMENTS = 1 << 25
-# Launch the streamed forward as a programmatic dependent (Hopper on) of the kernel before it,
-# usually split_bf16, which then lets it start at once: the forward's programs are resident
-# and waiting (gdc_wait, before they read anything) while the split runs. Off: on one H100
-# (N=169,343, d=256) it saves 1.8 us of an eager call (154.6 against 156.4 us; none in a
-# CUDA graph, experiments/lorap_split_w_ab.py) and no host time (lorap_host_cost.py), but
-# training epochs of a W4A4 GCN with LoRAP at ogbn-arxiv size took 1.5-3 ms more wall time
-# in 5 of 6 runs (15.8-17.9 against 14.1-15.6 ms; kernel time equal; run_ab_epoch.sh).
-STREAM_PDL = False
 # The same for the streamed backward's d scores W_a product: no faster there (one H100, GPU
 # time, d=256, r=2: backward 338.4 against 314.6 us at N=169,343 and 4278.6 against 3929.2 at
 # N=2,450,000; with the rank products on, 303.5 against 320.8 and 4030.3 against 3929.2).
 BWD_STREAM_SPLIT_W = False
+# Launch the streamed forward as a programmatic dependent (Hopper on) of split_bf16 just
+# before it, which then lets it start at once: the forward's programs are resident and
+# waiting (gdc_wait, before they read anything) while the split runs. Off: on one H100
+# (N=169,343, d=256) it saves 1.8 us of an eager call (154.6 against 156.4 us; none in a
+# CUDA graph, experiments/lorap_split_w_ab.py) and no host time (lorap_host_cost.py), but
+# training epochs of a W4A4 GCN with LoRAP at ogbn-arxiv size took 1.5-3 ms more wall time
+# in 5 of 6 runs (15.8-17.9 against 14.1-15.6 ms; kernel time equal; run_ab_epoch.sh) when
+# every streamed forward was so launched; only right after the split (as now), 15.9-16.6
+# against 13.7-15.9 ms, not clearly better.
+STREAM_PDL = False
 # Widths that are not a whole number of column chunks (a last layer with one column per class,
 # d = 40 on ogbn-arxiv, 7 on Cora) are not pipelined: there the pipelined passes took 330-362
 # us against 90-112 us with one stage (one H100, N=169,343, k=40, alpha written; d = 64 and
@@ -389,7 +391,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         if w_split and w_parts is None:
             w_parts = split_bf16(weight_a)
         w_hi, w_lo = (w_parts[0], w_parts[1]) if w_split else (weight_a, weight_a)
-        pdl = STREAM_PDL and pdl_supported(s.device)
+        pdl = STREAM_PDL and bool(w_split) and pdl_supported(s.device)  # right after the split
         if pdl:
             extra["launch_pdl"] = True
 

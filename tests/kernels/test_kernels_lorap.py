@@ -238,6 +238,20 @@ def test_w_split_mode_follows_the_dot_precision(monkeypatch):
     assert lk.w_split_mode(1 << 40) == 0
 
 
+def test_programmatic_dependent_launch_never_off_the_gpu(force_triton, monkeypatch):
+    """STREAM_PDL on: the CPU (and Triton's interpreter, which has no grid dependency control)
+    still launches plainly, and the results are the same."""
+    from qgnn.kernels._common import pdl_supported
+
+    assert not pdl_supported(torch.device("cpu"))
+    monkeypatch.setattr(lk, "STREAM_PDL", True)
+    monkeypatch.setattr(lk, "STREAM_SPLIT_W_MIN_ELEMENTS", 0)  # the split, then the forward
+    s, wa, ba, U, V = [x.float() for x in make(40, 32, 5, 2, None, 3)]
+    out = lk.lorap_forward_triton(s, wa, ba, U, V, mode="stream", block_m=16, block_c=16)
+    assert rel(out, lorap_reference(s.double(), wa.double(), ba.double(), U.double(),
+                                    V.double())) < 1e-5
+
+
 @pytest.mark.parametrize("split_w,bwd_split_w,rank_dot", [(False, False, None), (True, True, 1),
                                                           (False, True, None)])
 @pytest.mark.parametrize("n,d,k,r,d_in", [(50, 40, 40, 3, None), (70, 128, 40, 2, None),
