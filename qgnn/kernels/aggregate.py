@@ -59,8 +59,8 @@ MAX_SEGMENT = 256
 # forms dW_a from the output and no aggregate is kept); False writes the aggregate and runs
 # lorap_forward_triton on it (its own mode, see lorap.fwd_mode); None: the epilogue when no
 # gradient is needed, else the separate pass. One H100, power-law graph of ogbn-arxiv size,
-# d=256 (bench_kernels.py --stream): forward 782 us with the epilogue against 804 separate;
-# forward + backward 2040 against 1811 (the epilogue's backward re-forms s from the output).
+# d=256 (bench_kernels.py --stream): forward 784 us with the epilogue against 816 separate;
+# forward + backward 2031 against 1806 (the epilogue's backward re-forms s from the output).
 AGG_LORAP_EPILOGUE = None
 # Epilogue score product in column chunks of this width (0: one W_a^T tile, which spills).
 AGG_EPI_BLOCK_C = 32

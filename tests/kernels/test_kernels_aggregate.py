@@ -43,8 +43,8 @@ CASES = [  # n (not a multiple of the row block), edges, d, k, r, reduce, max_se
 ]
 
 
-# The chunked epilogue with W_a split into bf16 parts (emulated in the interpreter; the size
-# threshold lifted so that these small graphs take it) and its chunk loop pipelined.
+# The chunked epilogue with W_a split into bf16 parts (emulated in the interpreter; w_split_mode
+# patched so that these small graphs take it) and its chunk loop pipelined.
 EPI_OPTIONS = {"AGG_EPI_SPLIT_W": True, "AGG_EPI_STAGES": 2}
 
 
