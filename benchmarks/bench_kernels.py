@@ -702,6 +702,8 @@ def stream_lorap(copy_bw, tf32, n=QUICK_N, d=256, k=40, r=2, sweep=True):
         row["graph torch_fwd_ms"] = bench_graph(lambda: lk.lorap_reference(s, *params))
     set_flags(**old)
     row["chosen"] = {f: getattr(lk, f) for f in STREAM_FLAGS}
+    # the forward's pipeline depths picked by timing so far (STREAM_STAGES None), by key
+    row["stages_picked"] = {str(key[1:]): st for key, st in lk._STAGES_PICKED.items()}
     row["fwd_floor_ms"] = 2 * n * d * F32 / copy_bw * 1e3
     row["fwd_alpha_floor_ms"] = (2 * n * d + n * k) * F32 / copy_bw * 1e3
     row["fwdbwd_floor_ms"] = 5 * n * d * F32 / copy_bw * 1e3
