@@ -31,7 +31,7 @@ from qgnn.kernels import aggregate as agg  # noqa: E402
 from qgnn.kernels import lorap as lk  # noqa: E402
 
 torch.backends.cuda.matmul.allow_tf32 = False
-BLOCK = {"block_m": 16, "num_warps": 8, "unroll": 2}  # the library's (AGG_EPI_* tunables)
+BLOCK = {"block_m": 16, "num_warps": 8, "unroll": 2}  # the base block (the library now: 4 warps)
 CONFIGS = [  # (block, epilogue options)
     ({}, {"epi_split_w": False, "epi_stages": 1}),
     ({}, {"epi_split_w": True, "epi_stages": 1}),
