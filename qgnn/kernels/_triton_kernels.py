@@ -263,6 +263,8 @@ def lorap_fwd_stream_kernel(
     STORE_ALPHA: tl.constexpr, HOIST_AU: tl.constexpr = False, W_SPLIT: tl.constexpr = 0,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
     PDL: tl.constexpr = False,
+    q_range_ptr=None, QMIN=0.0, QMAX=0.0, MIN_SCALE=0.0, INV_DIV=0.0,
+    QUANT_S: tl.constexpr = 0, QUANT_Z: tl.constexpr = False, RECIPROCAL: tl.constexpr = True,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -282,9 +284,17 @@ def lorap_fwd_stream_kernel(
     ``ALIGN_*``: a power of two dividing ``D``, ``D_IN``, ``K`` (see :func:`_aligned`).
     ``PDL``: launched as a programmatic dependent of the kernel before it, so its programs
     may start while that one runs; they wait for its results before reading anything.
+
+    ``QUANT_S`` (1 affine, 2 symmetric; 0 off): ``s`` is first fake-quantized (``"ste"``)
+    on the per-tensor grid formed from the range ``(min, max)`` at ``q_range_ptr`` (see
+    :func:`_range_grid`), wherever it is read: the aggregate quantizer's own pass over ``s``,
+    folded into this one. ``QUANT_Z``: the score input is that rounded ``s`` too.
     """
     if PDL:
         tl.extra.cuda.gdc_wait()
+    if QUANT_S > 0:
+        q_s, q_z = _range_grid(tl.load(q_range_ptr), tl.load(q_range_ptr + 1), QMIN, QMAX,
+                               MIN_SCALE, INV_DIV, QUANT_S, RECIPROCAL)
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
@@ -300,6 +310,8 @@ def lorap_fwd_stream_kernel(
         cmask = cols < D_IN
         zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        if QUANT_Z:
+            zt = _fake_quant_ste(zt, q_s, q_z, QMIN, QMAX)
         if W_SPLIT > 0:
             z_hi, z_lo = _split(zt, W_SPLIT)
         else:
@@ -344,6 +356,8 @@ def lorap_fwd_stream_kernel(
         cmask = cols < D
         m = rmask[:, None] & cmask[None, :]
         res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
+        if QUANT_S > 0:
+            res = _fake_quant_ste(res, q_s, q_z, QMIN, QMAX)
         if HOIST_AU:
             res += _rank_term(au0, v_ptr, 0, D, cols, cmask)
             if R > 1:
@@ -540,15 +554,22 @@ def lorap_bwd_stream_kernel(
 def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
                             BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, K_PAD: tl.constexpr,
                             PREC: tl.constexpr, STAGES: tl.constexpr,
-                            ALIGN_D: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1):
+                            ALIGN_D: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
+                            q_range_ptr=None, QMIN=0.0, QMAX=0.0, MIN_SCALE=0.0,
+                            INV_DIV=0.0, QUANT_Z: tl.constexpr = 0,
+                            RECIPROCAL: tl.constexpr = True):
     """``part[split, :, cols] = d_scores[rows]^T z[rows, cols]`` over the rows of one split.
 
     ``dW_a = d scores^T z`` is a ``(K, D)`` product reduced over all ``N`` rows: the grid is
     ``(column blocks, splits)``, each program walks its ``ROWS_PER_SPLIT`` rows in
     ``BLOCK_M`` tiles on the tensor cores (pipelined ``STAGES`` deep) and writes one partial;
-    the caller sums the ``splits`` partials (deterministic, no atomics). ``ALIGN_*`` as in
-    :func:`lorap_fwd_stream_kernel`.
+    the caller sums the ``splits`` partials (deterministic, no atomics). ``ALIGN_*`` and
+    ``QUANT_Z`` (here 1 / 2: ``z`` rounded on the grid from ``q_range_ptr``) as
+    in :func:`lorap_fwd_stream_kernel`.
     """
+    if QUANT_Z > 0:
+        q_s, q_z = _range_grid(tl.load(q_range_ptr), tl.load(q_range_ptr + 1), QMIN, QMAX,
+                               MIN_SCALE, INV_DIV, QUANT_Z, RECIPROCAL)
     D, K = _aligned(D, ALIGN_D), _aligned(K, ALIGN_K)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(1)
@@ -566,6 +587,8 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
                         mask=kmask[:, None] & rmask[None, :], other=0.0)
         zt = tl.load(z_ptr + rows64[:, None] * D + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        if QUANT_Z > 0:
+            zt = _fake_quant_ste(zt, q_s, q_z, QMIN, QMAX)
         acc = tl.dot(dsc_t, zt, acc, input_precision=PREC)
     tl.store(part_ptr + (split * K + kk[:, None]).to(tl.int64) * D + cols[None, :], acc,
              mask=kmask[:, None] & cmask[None, :])
@@ -805,6 +828,43 @@ def _round_half_even(v):
 
 
 @triton.jit
+def _range_grid(lo, hi, QMIN, QMAX, MIN_SCALE, INV_DIV, RANGE: tl.constexpr,
+                RECIPROCAL: tl.constexpr):
+    """``(scale, zero_point)`` from an observer's ``lo`` / ``hi`` (min / max), as
+    :func:`~qgnn.quant.functional.affine_qparams` (``RANGE`` 1) or
+    :func:`~qgnn.quant.functional.symmetric_qparams` (2) form them. Their division by the
+    number of levels (``QMAX - QMIN``, or ``max(QMAX, 1)``) is by a Python number, which
+    torch does on CUDA as a product with its float32 reciprocal ``INV_DIV`` and on the CPU
+    as a division: ``RECIPROCAL`` picks the same."""
+    if RANGE == 1:
+        lo = tl.minimum(lo, 0.0)
+        hi = tl.maximum(hi, 0.0)
+        if RECIPROCAL:
+            s = (hi - lo) * INV_DIV
+        else:
+            s = tl.math.div_rn(hi - lo, QMAX - QMIN)
+        s = tl.maximum(s, MIN_SCALE)
+        z = tl.minimum(tl.maximum(QMIN - _round_half_even(tl.math.div_rn(lo, s)), QMIN), QMAX)
+    else:
+        absmax = tl.maximum(tl.abs(lo), tl.abs(hi))
+        if RECIPROCAL:
+            s = absmax * INV_DIV
+        else:
+            s = tl.math.div_rn(absmax, tl.maximum(QMAX, 1.0))
+        s = tl.maximum(s, MIN_SCALE)
+        z = s * 0.0
+    return s, z
+
+
+@triton.jit
+def _fake_quant_ste(x, s, z, QMIN, QMAX):
+    """``(clamp(round(x / s) + z, QMIN, QMAX) - z) * s``: the forward of ``"ste"`` fake
+    quantization, division and rounding as torch does them."""
+    q = tl.minimum(tl.maximum(_round_half_even(tl.math.div_rn(x, s)) + z, QMIN), QMAX)
+    return (q - z) * s
+
+
+@triton.jit
 def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, COLS, QMIN, QMAX,
                       MIN_SCALE, INV_DIV, MODE: tl.constexpr, CLIPPED: tl.constexpr,
                       BACKWARD: tl.constexpr, RANGE: tl.constexpr, RECIPROCAL: tl.constexpr,
@@ -817,12 +877,8 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, 
     ``QMIN <= x / s + z <= QMAX``, else 0 (what autograd gives through those ops).
 
     ``RANGE`` 0: ``sc_ptr`` / ``zp_ptr`` hold the scale and zero point. 1 / 2: they hold the
-    observer's ``min`` / ``max``, and ``(s, z)`` are formed here as
-    :func:`~qgnn.quant.functional.affine_qparams` (1) or
-    :func:`~qgnn.quant.functional.symmetric_qparams` (2) form them. Their division by the
-    number of levels (``QMAX - QMIN``, or ``max(QMAX, 1)``) is by a Python number, which
-    torch does on CUDA as a product with its float32 reciprocal ``INV_DIV`` and on the CPU
-    as a division: ``RECIPROCAL`` picks the same. ``GRID_OUT``: also write the ``(s, z)`` so
+    observer's ``min`` / ``max``, and ``(s, z)`` are formed here (:func:`_range_grid`, affine
+    or symmetric; ``INV_DIV``, ``RECIPROCAL`` as there). ``GRID_OUT``: also write the ``(s, z)`` so
     formed to ``gs_ptr`` / ``gz_ptr`` (one value each per tensor, row or column), the grid
     that the low-bit gather packs the output on."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -837,23 +893,8 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, 
     else:
         s = tl.load(sc_ptr + offs % COLS, mask=mask, other=1.0)
         z = tl.load(zp_ptr + offs % COLS, mask=mask, other=0.0)
-    if RANGE == 1:
-        lo = tl.minimum(s, 0.0)
-        hi = tl.maximum(z, 0.0)
-        if RECIPROCAL:
-            s = (hi - lo) * INV_DIV
-        else:
-            s = tl.math.div_rn(hi - lo, QMAX - QMIN)
-        s = tl.maximum(s, MIN_SCALE)
-        z = tl.minimum(tl.maximum(QMIN - _round_half_even(tl.math.div_rn(lo, s)), QMIN), QMAX)
-    elif RANGE == 2:
-        absmax = tl.maximum(tl.abs(s), tl.abs(z))
-        if RECIPROCAL:
-            s = absmax * INV_DIV
-        else:
-            s = tl.math.div_rn(absmax, tl.maximum(QMAX, 1.0))
-        s = tl.maximum(s, MIN_SCALE)
-        z = s * 0.0
+    if RANGE > 0:
+        s, z = _range_grid(s, z, QMIN, QMAX, MIN_SCALE, INV_DIV, RANGE, RECIPROCAL)
     if GRID_OUT:
         if MODE == 0:
             if tl.program_id(0) == 0:
@@ -868,15 +909,14 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, 
                 gm = offs < COLS
             tl.store(gs_ptr + gi, s, mask=gm)
             tl.store(gz_ptr + gi, z, mask=gm)
-    t = tl.math.div_rn(x, s)
     if BACKWARD:
-        v = t + z
+        v = tl.math.div_rn(x, s) + z
         g = tl.load(g_ptr + offs, mask=mask, other=0.0)
         res = tl.where((v >= QMIN) & (v <= QMAX), tl.math.div_rn(g * s, s), 0.0)
     else:
         if CLIPPED:
-            q = _round_half_even(tl.minimum(tl.maximum(t + z, QMIN), QMAX))
+            q = _round_half_even(tl.minimum(tl.maximum(tl.math.div_rn(x, s) + z, QMIN), QMAX))
+            res = (q - z) * s
         else:
-            q = tl.minimum(tl.maximum(_round_half_even(t) + z, QMIN), QMAX)
-        res = (q - z) * s
+            res = _fake_quant_ste(x, s, z, QMIN, QMAX)
     tl.store(out_ptr + offs, res, mask=mask)

@@ -10,13 +10,14 @@ Shapes: ``x`` ``(R, *C)`` float32; ``scale`` and ``zero_point`` one number (per 
 per row (``(R, 1, ...)``) or one per column (``C`` values, broadcasting from the right).
 
 :func:`fused_fake_quantize` takes the grid; :func:`fused_fake_quantize_from_range` forms it
-on chip from an observer's min / max (what ``FakeQuantize`` uses).
+on chip from an observer's min / max (what ``FakeQuantize`` uses). A :class:`RangeGrid`
+hands such a range to another kernel that rounds its own input (LoRAP's).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -156,3 +157,60 @@ def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, 
     rng = RANGES["symmetric" if symmetric else "affine"]
     # min_val / max_val go as they are: the kernel indexes them flat (no reshape views)
     return _apply(x, min_val, max_val, qmin, qmax, gradient == "clipped", mode, rng, grid_out)
+
+
+class RangeGrid(NamedTuple):
+    """A per-tensor grid given by an observer's range, for a kernel that rounds its input
+    itself (plain STE) instead of reading a fake-quantized copy: ``FakeQuantize``'s rule,
+    :func:`~qgnn.quant.functional.symmetric_qparams` or
+    :func:`~qgnn.quant.functional.affine_qparams`, formed on chip.
+
+    Fields: ``range`` ``(2,)`` float32 ``(min, max)``, a copy (an observer's buffers change
+    in place at its next call); ``qmin``, ``qmax`` integer bounds; ``symmetric``.
+    """
+
+    range: Tensor
+    qmin: int
+    qmax: int
+    symmetric: bool
+
+    @classmethod
+    def from_range(cls, min_val: Tensor, max_val: Tensor, qmin: int, qmax: int,
+                   symmetric: bool) -> "RangeGrid":
+        """From per-tensor ``min_val`` / ``max_val`` (one value each)."""
+        if min_val.numel() != 1 or max_val.numel() != 1:
+            raise ValueError(f"a RangeGrid is per tensor: min / max must hold one value each, "
+                             f"got {min_val.numel()} and {max_val.numel()}.")
+        rng = torch.stack((min_val.reshape(()), max_val.reshape(()))).to(torch.float32)
+        return cls(rng, int(qmin), int(qmax), bool(symmetric))
+
+    def qparams(self) -> tuple[Tensor, Tensor]:
+        """``(scale, zero_point)``, two ``()`` tensors (torch ops)."""
+        from qgnn.quant import functional as QF
+
+        lo, hi = self.range[0], self.range[1]
+        if self.symmetric:
+            return QF.symmetric_qparams(torch.maximum(lo.abs(), hi.abs()), self.qmin, self.qmax)
+        return QF.affine_qparams(lo, hi, self.qmin, self.qmax)
+
+    def fake_quantize(self, x: Tensor) -> Tensor:
+        """``x`` rounded on this grid, plain STE, as torch ops (the reference)."""
+        from qgnn.quant import functional as QF
+
+        scale, zero_point = self.qparams()
+        return QF.fake_quantize_reference(x, scale, zero_point, self.qmin, self.qmax, "ste")
+
+    def kernel_args(self, x: Tensor) -> dict:
+        """The arguments of a Triton kernel's fused rounding of ``x`` (``q_range_ptr`` ..
+        ``RECIPROCAL``, see ``_range_grid`` in :mod:`qgnn.kernels._triton_kernels`), less its
+        ``QUANT_*`` switch, whose value is :meth:`code`."""
+        from qgnn.quant.functional import MIN_SCALE
+
+        levels = max(self.qmax, 1) if self.symmetric else self.qmax - self.qmin
+        return dict(q_range_ptr=self.range, QMIN=float(self.qmin), QMAX=float(self.qmax),
+                    MIN_SCALE=MIN_SCALE, INV_DIV=_float32_reciprocal(int(levels)),
+                    RECIPROCAL=x.is_cuda)
+
+    def code(self) -> int:
+        """The kernels' ``QUANT_*`` value: 1 affine, 2 symmetric."""
+        return RANGES["symmetric" if self.symmetric else "affine"]

@@ -38,6 +38,7 @@ import torch
 
 from qgnn.kernels._common import (alloc, dot_precision, interpreting, num_sms, pdl_supported,
                                   use_triton)
+from qgnn.kernels.fake_quant import RangeGrid
 
 Tensor = torch.Tensor
 
@@ -183,6 +184,7 @@ def lorap_reference(
     U: Tensor,
     V: Tensor,
     score_input: Optional[Tensor] = None,
+    input_grid: Optional[RangeGrid] = None,
 ) -> Tensor:
     """LoRAP head in plain torch ops (the readable definition; differentiable).
 
@@ -191,10 +193,14 @@ def lorap_reference(
         weight_a: ``(k, d_in)`` scorer weight; ``bias_a``: ``(k,)``.
         U: ``(k, r)``; V: ``(r, d)``.
         score_input: ``(N, d_in)`` scorer input ``z``; ``None`` means ``s`` (``d_in = d``).
+        input_grid: round ``s`` on this grid first (plain STE): the head then acts on the
+            quantizer's output, as when the two run one after the other.
 
     Returns:
         ``(N, d)``: ``s + (softmax(z W_a^T + b_a) U) V``.
     """
+    if input_grid is not None:
+        s = input_grid.fake_quantize(s)
     z = s if score_input is None else score_input
     alpha = torch.softmax(torch.nn.functional.linear(z, weight_a, bias_a), dim=-1)
     return s + (alpha @ U) @ V
@@ -347,7 +353,8 @@ def _out_of_resources():
 
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
                          mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
-                         stages_out=None, hoist_au=None, maxnreg=None, w_parts=None):
+                         stages_out=None, hoist_au=None, maxnreg=None, w_parts=None,
+                         input_grid=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
@@ -359,6 +366,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
             ``"stream"`` (``STREAM_STAGES_OUT``, ``STREAM_HOIST_AU``, ``STREAM_MAXNREG``).
         w_parts: :func:`split_bf16` of ``weight_a`` if the caller has it (``"stream"`` forms
             it when :func:`w_split_mode` asks for it).
+        input_grid: a :class:`~qgnn.kernels.fake_quant.RangeGrid` to round ``s`` on first;
+            ``"stream"`` rounds each chunk as it reads it (the other modes round a copy).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -369,6 +378,11 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
     out = alloc((n, d), s) if out is None else out
     meta = _meta(d, d_in, k, r)
     mode = mode or fwd_mode()
+    if input_grid is not None and mode != "stream":
+        s, input_grid = input_grid.fake_quantize(s.detach()), None
+    quant = {}
+    if input_grid is not None:
+        quant = dict(input_grid.kernel_args(s), QUANT_S=input_grid.code(), QUANT_Z=z is None)
     if mode == "split":
         scores = _scores(s if z is None else z, weight_a, bias_a, out=alpha_out)
         block_m = block_m or APPLY_BLOCK_M
@@ -407,7 +421,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
                 HOIST_AU=(STREAM_HOIST_AU if hoist_au is None else hoist_au) and r <= 4,
                 W_SPLIT=w_split, ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in),
                 ALIGN_K=_pow2_divisor(k), PDL=pdl,
-                num_warps=num_warps, num_stages=stages, **extra,
+                num_warps=num_warps, num_stages=stages, **quant, **extra,
             )
 
         stages = num_stages or (STREAM_STAGES if whole_chunks else 1)
@@ -447,7 +461,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
                           s_from_output=False, maxnreg=None, stages=None, input_grad=True,
-                          w_parts=None):
+                          w_parts=None, input_grid=None):
     """Triton backward, no autograd.
 
     Args:
@@ -464,6 +478,9 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
             prompt on the input features): ``ds`` and ``dz`` are then ``None`` and not formed.
         w_parts: :func:`split_bf16` of ``weight_a`` if the caller has it (the ``"stream"``
             pass forms it when :func:`w_split_mode` asks for it and ``ds`` / ``dz`` is fused).
+        input_grid: the forward's :class:`~qgnn.kernels.fake_quant.RangeGrid`: the head saw
+            ``s`` rounded on it. The rounding passes ``ds`` straight through; ``dW_a`` reads
+            ``s`` and rounds it again.
 
     Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
     ``s`` (its gradient is then folded into ``ds``); with a separate score input ``ds`` is
@@ -477,8 +494,12 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     zz = s if z is None else z
     d_in = zz.shape[1]
     f32 = torch.float32
-    if s_from_output and (z is not None or alpha is None):
-        raise ValueError("s_from_output needs the forward's alpha and no separate score input.")
+    if s_from_output and (z is not None or alpha is None or input_grid is not None):
+        raise ValueError("s_from_output needs the forward's alpha, no separate score input and "
+                         "no input grid.")
+    if input_grid is not None and z is None and alpha is None:
+        zz = s = input_grid.fake_quantize(s)  # rounded once here rather than in two kernels
+        input_grid = None
     if alpha is None:
         alpha = lorap_alpha(zz, weight_a, bias_a)
     fuse = (BWD_FUSE_DZ if fuse_dz is None else fuse_dz) and input_grad
@@ -540,7 +561,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         else:
             dzs = torch.mm(dsc, w32).to(z.dtype)
     ds, dz = (dzs, None) if z is None else (g if input_grad else None, dzs)
-    dwa = lorap_dwa(dsc, zz)
+    dwa = lorap_dwa(dsc, zz, input_grid if z is None else None)
     if s_from_output:  # zz is out = s + (alpha U) V
         dwa -= (dsc.t() @ (alpha @ U.to(f32))) @ V.to(f32)
     sums = part.sum(0)
@@ -554,11 +575,11 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     )
 
 
-def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
+def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None) -> Tensor:
     """``dW_a = d_scores^T z``: ``(N, k)`` float32 and ``(N, d_in)`` -> ``(k, d_in)`` float32,
     as a split-K Triton product (see ``DWA_*``; cuBLAS where ``d_in`` is not a multiple of
     ``DWA_MIN_ALIGN`` or tf32 is allowed); the splits' partials are summed in a fixed order,
-    so the result is deterministic."""
+    so the result is deterministic. ``z_grid``: ``z`` rounded on this grid first."""
     from qgnn.kernels import _triton_kernels as tk
 
     n, k = d_scores.shape
@@ -566,6 +587,8 @@ def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
     if n == 0:
         return torch.zeros(k, d_in, dtype=torch.float32, device=z.device)
     if d_in % DWA_MIN_ALIGN or dot_precision() == "tf32":  # cuBLAS is faster in these cases
+        if z_grid is not None:
+            z = z_grid.fake_quantize(z)
         return torch.mm(d_scores.t(), z.to(torch.float32))
     col_blocks = _cdiv(d_in, DWA_BLOCK_C)
     # enough row splits to fill the GPU whatever the width (d_in = 64 has one column block)
@@ -579,15 +602,18 @@ def lorap_dwa(d_scores: Tensor, z: Tensor) -> Tensor:
         K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
         ALIGN_D=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k), num_warps=DWA_WARPS,
         num_stages=DWA_STAGES,
+        **(dict(z_grid.kernel_args(z), QUANT_Z=z_grid.code()) if z_grid is not None else {}),
     )
     return part.sum(0)
 
 
 class LorapInjectFunction(torch.autograd.Function):
-    """Autograd wrapper around the Triton forward and backward kernels."""
+    """Autograd wrapper around the Triton forward and backward kernels. ``input_grid``: a
+    :class:`~qgnn.kernels.fake_quant.RangeGrid` whose rounding of ``s`` (plain STE) runs
+    inside them, or ``None``."""
 
     @staticmethod
-    def forward(ctx, s, weight_a, bias_a, U, V, score_input):
+    def forward(ctx, s, weight_a, bias_a, U, V, score_input, input_grid):
         alpha = None
         if any(ctx.needs_input_grad):
             alpha = alloc((s.shape[0], U.shape[0]), s, torch.float32)
@@ -595,8 +621,9 @@ class LorapInjectFunction(torch.autograd.Function):
         split = w_split_mode(elements) or w_split_mode(elements, BWD_STREAM_SPLIT_W)
         w_parts = split_bf16(weight_a) if split else None  # for the forward and the backward
         out = lorap_forward_triton(s, weight_a, bias_a, U, V, score_input, alpha_out=alpha,
-                                   w_parts=w_parts)
+                                   w_parts=w_parts, input_grid=input_grid)
         ctx.save_for_backward(s, weight_a, bias_a, U, V, score_input, alpha, w_parts)
+        ctx.input_grid = input_grid
         return out
 
     @staticmethod
@@ -605,8 +632,9 @@ class LorapInjectFunction(torch.autograd.Function):
         ds, dz, dwa, dba, du, dv = lorap_backward_triton(
             grad.contiguous(), s, weight_a, bias_a, U, V, z, alpha=alpha,
             input_grad=ctx.needs_input_grad[0] or ctx.needs_input_grad[5], w_parts=w_parts,
+            input_grid=ctx.input_grid,
         )
-        return ds, dwa, dba, du, dv, dz
+        return ds, dwa, dba, du, dv, dz, None
 
 
 def lorap_inject(
@@ -616,6 +644,7 @@ def lorap_inject(
     U: Tensor,
     V: Tensor,
     score_input: Optional[Tensor] = None,
+    input_grid: Optional[RangeGrid] = None,
 ) -> Tensor:
     """``s + (softmax(z W_a^T + b_a) U) V``, fused on CUDA; same signature as the reference.
 
@@ -623,13 +652,16 @@ def lorap_inject(
         s: ``(N, d)``; float32 (bf16 / fp16 inputs are computed in float32 on chip).
         weight_a: ``(k, d_in)``; bias_a: ``(k,)``; U: ``(k, r)``; V: ``(r, d)``.
         score_input: ``(N, d_in)`` or ``None`` (score on ``s`` itself).
+        input_grid: a :class:`~qgnn.kernels.fake_quant.RangeGrid`: round ``s`` on it first
+            (plain STE; the score input too when it is ``s``), inside the head's own pass
+            over ``s`` on CUDA, so that a quantizer before the head costs no pass of its own.
 
     Returns:
         ``(N, d)``, differentiable w.r.t. every tensor argument.
     """
     _check(s, weight_a, bias_a, U, V, score_input)
     if not use_triton(s, weight_a, bias_a, U, V, score_input):
-        return lorap_reference(s, weight_a, bias_a, U, V, score_input)
+        return lorap_reference(s, weight_a, bias_a, U, V, score_input, input_grid)
     args = [t.contiguous() for t in (s, weight_a, bias_a, U, V)]
     z = score_input.contiguous() if score_input is not None else None
-    return LorapInjectFunction.apply(*args, z)
+    return LorapInjectFunction.apply(*args, z, input_grid)

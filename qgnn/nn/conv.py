@@ -88,6 +88,13 @@ class QuantizableConv(nn.Module):
     def _prompt_aggregate(self, s: Tensor, layer_input: Tensor) -> Tensor:
         return s if self.agg_prompt is None else self.agg_prompt(s, layer_input)
 
+    def _quantize_and_prompt(self, s: Tensor, layer_input: Tensor) -> Tensor:
+        """``prompt(Q_aggregate(s))``. A prompt that ``takes_quantizer`` (LoRAP) is handed
+        the quantizer, so that its fused kernel can round ``s`` in its own pass."""
+        if self.agg_prompt is not None and getattr(self.agg_prompt, "takes_quantizer", False):
+            return self.agg_prompt(s, layer_input, quantizer=self.quant["aggregate"])
+        return self._prompt_aggregate(self._q("aggregate", s), layer_input)
+
 
 class QGCNConv(QuantizableConv):
     r"""Graph convolution (Kipf & Welling, 2017) with quantization sites.
@@ -150,8 +157,8 @@ class QGCNConv(QuantizableConv):
             graph, norm = ops.gcn_norm(graph, self.add_self_loops)
         else:
             norm = None if ops.is_dgl_graph(graph) else graph.edge_weight
-        s = self._q("aggregate", self._aggregate(graph, h, self._q("edge_weight", norm), "feature"))
-        s = self._prompt_aggregate(s, x)
+        s = self._aggregate(graph, h, self._q("edge_weight", norm), "feature")
+        s = self._quantize_and_prompt(s, x)
         if self.bias is not None:
             s = s + self.bias
         return self._q("output", s)
@@ -229,9 +236,8 @@ class QGINConv(QuantizableConv):
         x = self._layer_input(x)
         # x is Q_input's output unless dropout or a node prompt changed it since.
         on_grid = self.node_prompt is None and not (self.training and self.dropout > 0)
-        s = self._q("aggregate", (1 + self.eps) * x + self._aggregate(
-            graph, x, site="input" if on_grid else None))
-        s = self._prompt_aggregate(s, x)
+        s = (1 + self.eps) * x + self._aggregate(graph, x, site="input" if on_grid else None)
+        s = self._quantize_and_prompt(s, x)
         h = F.linear(s, self._q("weight1", self.lin1.weight), self.lin1.bias)
         if self.norm is not None:
             h = self.norm(h)

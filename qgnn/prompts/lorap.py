@@ -38,7 +38,15 @@ class LoRAP(nn.Module):
             and always on CPU).
 
     Shapes: ``s`` ``(N, d)``, ``layer_input`` ``(N, d_in)`` -> ``(N, d)``.
+
+    ``forward(s, layer_input, quantizer)`` applies ``quantizer`` (the layer's aggregate
+    quantizer) to ``s`` first. Where that quantizer can hand its grid over
+    (``grid_for_consumer``: vanilla QAT's per-tensor fake quantization with plain STE) and
+    the head runs fused, the rounding happens inside the head's kernel: one pass over ``s``
+    for both instead of two.
     """
+
+    takes_quantizer = True
 
     def __init__(self, dim: int, k: int = 40, rank: int = 2, scorer_input: str = "aggregated",
                  score_dim: Optional[int] = None, fused: bool = True):
@@ -64,14 +72,21 @@ class LoRAP(nn.Module):
         nn.init.uniform_(self.U, -bound, bound)
         nn.init.zeros_(self.V)
 
-    def forward(self, s: Tensor, layer_input: Optional[Tensor] = None) -> Tensor:
+    def forward(self, s: Tensor, layer_input: Optional[Tensor] = None,
+                quantizer: Optional[nn.Module] = None) -> Tensor:
         z = None
         if self.scorer_input == "layer_input":
             if layer_input is None:
                 raise ValueError("this LoRAP head scores the layer input; pass layer_input.")
             z = layer_input
+        grid = None
+        if quantizer is not None:
+            take_grid = getattr(quantizer, "grid_for_consumer", None) if self.fused else None
+            grid = take_grid(s) if take_grid is not None else None
+            if grid is None:
+                s = quantizer(s)
         inject = lorap_inject if self.fused else lorap_reference
-        return inject(s, self.score.weight, self.score.bias, self.U, self.V, z)
+        return inject(s, self.score.weight, self.score.bias, self.U, self.V, z, grid)
 
     def flops_per_node(self) -> int:
         # scores (2 d_in k), softmax (~3 k), alpha U (2 k r), (alpha U) V (2 r d), add (d)

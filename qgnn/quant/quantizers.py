@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from qgnn.kernels._common import use_triton
-from qgnn.kernels.fake_quant import fused_fake_quantize_from_range
+from qgnn.kernels.fake_quant import RangeGrid, fused_fake_quantize_from_range
 from qgnn.kernels.lowbit import CodeGrid
 from qgnn.quant import functional as QF
 from qgnn.quant.context import QuantContext
@@ -178,6 +178,25 @@ class FakeQuantize(QuantizerBase):
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
         return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
+
+    def grid_for_consumer(self, x: Tensor) -> Optional[RangeGrid]:
+        """Hand the rounding of ``x`` to the kernel that consumes it (LoRAP's fused head):
+        observe ``x`` while training, as :meth:`forward` does, and return the grid to round
+        it on. ``None``, with nothing observed, where this quantizer must run itself: not
+        per tensor, ``"clipped"`` gradients (the consumer passes gradients straight
+        through), ``fused`` off, ``x`` not for Triton, or no range yet at evaluation."""
+        if not (self.fused and self.gradient == "ste" and self.granularity == "per_tensor"
+                and x.dtype == torch.float32 and use_triton(x)):
+            return None
+        if self.training:
+            self.observe(x)
+        if not self.observer.ready:
+            return None
+        self._record(x, self.bits)
+        object.__setattr__(self, "_last_grid", None)
+        obs = self.observer
+        return RangeGrid.from_range(obs.min_val, obs.max_val, self.qmin, self.qmax,
+                                    self.symmetric)
 
     def code_grid(self, y: Tensor) -> Optional[CodeGrid]:
         """The grid of ``y``. When ``y`` is this quantizer's last fused output, the grid is

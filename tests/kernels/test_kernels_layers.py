@@ -123,3 +123,76 @@ def test_code_grids_of_the_quantizers():
     assert mixed.code_grid(y) is None  # searching: a mixture of grids
     mixed.select()
     assert mixed.code_grid(mixed(y)).storage_bits == 8
+
+
+@pytest.mark.parametrize("arch", ["gcn", "gin"])
+@pytest.mark.parametrize("scorer", ["aggregated", "layer_input"])
+def test_lorap_rounds_the_aggregate_inside_its_kernel(force_triton, monkeypatch, arch, scorer):
+    """Vanilla QAT's aggregate quantizer hands its grid to the fused LoRAP head: the same
+    outputs, gradients and observed ranges as the quantizer's own pass followed by the head,
+    and no fake-quantization pass of its own over the aggregate."""
+    from qgnn.kernels import fake_quant
+    from qgnn.prompts import PromptConfig, attach_prompts
+
+    graph, x = small_graph(), torch.rand(30, 12, generator=torch.Generator().manual_seed(0))
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = NodeClassifier(arch, 12, 16, 4, num_layers=2, dropout=0.0)
+        build_quantization(QuantConfig(method="qat", weight_bits=4, act_bits=4)).attach(
+            model, example=(graph, x))
+        attach_prompts(model, PromptConfig(aggregation="lorap", scorer_input=scorer))
+        for p in model.parameters():  # V starts at zero: give the heads something to add
+            if p.dim() == 2 and p.shape[0] == 2:
+                torch.nn.init.normal_(p, std=0.5)
+        models.append(model)
+    fused, separate = models
+    separate.load_state_dict(fused.state_dict())
+    aggregate_quantizers = [m.quant["aggregate"] for m in fused.modules() if hasattr(m, "agg_prompt")]
+    assert aggregate_quantizers and all(isinstance(q, FakeQuantize) for q in aggregate_quantizers)
+    for q in (m.quant["aggregate"] for m in separate.modules() if hasattr(m, "agg_prompt")):
+        q.grid_for_consumer = lambda s: None  # the two-pass path
+
+    launches = []
+    real = fake_quant._launch
+    monkeypatch.setattr(fake_quant, "_launch", lambda x, *a, **kw: launches.append(x.shape) or real(x, *a, **kw))
+    for training in (True, False):
+        fused.train(training)
+        separate.train(training)
+        launches.clear()
+        out = fused(graph, x)
+        fused_passes = len(launches)
+        launches.clear()
+        ref = separate(graph, x)
+        assert fused_passes == len(launches) - 2  # one rounding pass fewer per layer
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+        if training:
+            grads = torch.autograd.grad(out.square().sum(), list(fused.parameters()))
+            ref_grads = torch.autograd.grad(ref.square().sum(), list(separate.parameters()))
+            for (name, _), a, b in zip(fused.named_parameters(), grads, ref_grads):
+                assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+    for a, b in zip(fused.buffers(), separate.buffers()):
+        assert torch.equal(a, b)
+
+
+def test_grid_for_consumer_only_where_the_consumer_can_round(force_triton):
+    """``None``, and nothing observed, unless the quantizer is per tensor, plain STE, fused,
+    and has a range (or is training)."""
+    from qgnn.quant.observers import MinMaxObserver
+
+    x = torch.randn(20, 8)
+    cases = {
+        "clipped": FakeQuantize(4, gradient="clipped"),
+        "per_row": FakeQuantize(4, observer=MinMaxObserver(granularity="per_row")),
+        "unfused": FakeQuantize(4, fused=False),
+    }
+    for name, q in cases.items():
+        assert q.grid_for_consumer(x) is None, name
+        assert not q.observer.ready, name
+    q = FakeQuantize(4)
+    q.eval()
+    assert q.grid_for_consumer(x) is None and not q.observer.ready  # evaluation, no range yet
+    q.train()
+    grid = q.grid_for_consumer(x)
+    assert q.observer.ready and torch.equal(grid.fake_quantize(x), q.quantize(x))
+    assert torch.equal(grid.range, torch.stack((x.min(), x.max())))

@@ -507,3 +507,80 @@ def test_backward_without_input_gradient_forms_no_ds(force_triton, d_in):
     assert lean[0] is None and lean[1] is None
     for a, b in zip(full[2:], lean[2:]):
         assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- rounding of s inside
+def grid_of(symmetric, lo=-1.3, hi=2.1):
+    from qgnn.kernels.fake_quant import RangeGrid
+
+    qmin, qmax = (-8, 7) if symmetric else (0, 15)
+    return RangeGrid.from_range(torch.tensor(lo), torch.tensor(hi), qmin, qmax, symmetric)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("mode", ["stream", "split"])
+@pytest.mark.parametrize("n,d,k,r,d_in", [(37, 24, 5, 2, None), (50, 40, 40, 3, None),
+                                          (70, 64, 40, 2, None), (23, 64, 40, 2, 128)])
+def test_input_grid_rounds_s_inside_the_head(force_triton, monkeypatch, n, d, k, r, d_in, mode,
+                                             symmetric):
+    """``input_grid``: the head acts on ``s`` rounded on the grid (plain STE), in the streamed
+    kernels (``d`` = 64: the split-K ``dW_a`` rounds ``s`` too) or on a rounded copy."""
+    monkeypatch.setattr(lk, "FWD_MODE_EXACT", mode)
+    monkeypatch.setattr(lk, "STREAM_BLOCK_M", 16)
+    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_M", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
+    seed = torch.randint(0, 2**31, (1,)).item()
+    t32 = [x.float().requires_grad_() for x in make(n, d, k, r, d_in, seed)]
+    z = t32[5] if d_in else None
+    grid = grid_of(symmetric)
+    out = lorap_inject(*t32[:5], score_input=z, input_grid=grid)
+    assert "LorapInject" in type(out.grad_fn).__name__
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, t32, grad_out)
+
+    # float64 head on the float32 rounding (the grid's own arithmetic is float32)
+    q = grid.fake_quantize(t32[0].detach())
+    assert q.unique().numel() <= 16 and not torch.equal(q, t32[0])
+    t64 = [q.double().requires_grad_()] + [x.detach().double().requires_grad_() for x in t32[1:]]
+    ref = lorap_reference(*t64[:5], score_input=t64[5] if d_in else None)
+    ref_grads = torch.autograd.grad(ref, t64, grad_out.double())
+    assert rel(out, ref) < 1e-5
+    for name, a, b in zip(["s", "W_a", "b_a", "U", "V", "z"], grads, ref_grads):
+        assert rel(a, b) < 1e-5, name
+    # the float32 reference with the same grid agrees
+    ref32 = lorap_reference(*[x.detach() for x in t32[:5]], score_input=z, input_grid=grid)
+    assert torch.allclose(out, ref32, rtol=1e-5, atol=1e-5)
+
+
+def test_input_grid_without_stored_alpha_matches(force_triton):
+    """The backward without the forward's alpha rounds ``s`` before recomputing it."""
+    seed = torch.randint(0, 2**31, (1,)).item()
+    s, wa, ba, U, V = [x.float() for x in make(70, 64, 40, 2, None, seed)]
+    grid = grid_of(False)
+    q = grid.fake_quantize(s)
+    g = torch.randn_like(s)
+    alpha = lk.lorap_alpha(q, wa, ba)
+    expect = lk.lorap_backward_triton(g, q, wa, ba, U, V, alpha=alpha, block_m=16, block_c=16)
+    got = lk.lorap_backward_triton(g, s, wa, ba, U, V, input_grid=grid, block_m=16, block_c=16)
+    with_alpha = lk.lorap_backward_triton(g, s, wa, ba, U, V, alpha=alpha, input_grid=grid,
+                                          block_m=16, block_c=16)
+    for a, b, c in zip(expect, got, with_alpha):
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+            assert torch.allclose(a, c, rtol=1e-5, atol=1e-6)
+
+
+def test_range_grid_matches_the_quantizer():
+    """A RangeGrid rounds as the FakeQuantize whose range it carries does."""
+    from qgnn.quant import FakeQuantize
+
+    x = torch.randn(200, 8) * 3
+    for symmetric in (False, True):
+        q = FakeQuantize(4, symmetric=symmetric, fused=False)
+        y = q(x)
+        grid = lk.RangeGrid.from_range(q.observer.min_val, q.observer.max_val, q.qmin, q.qmax,
+                                       symmetric)
+        assert torch.equal(grid.fake_quantize(x), y)
+    with pytest.raises(ValueError, match="per tensor"):
+        lk.RangeGrid.from_range(torch.zeros(3), torch.ones(3), 0, 15, False)
