@@ -9,7 +9,10 @@ its grid to the head, whose kernels round ``s`` as they read it ("inside":
 d = 256 and 40 (a hidden and the last layer of the ogbn-arxiv GCN): forward, and forward +
 backward through autograd, each eagerly (``do_bench``, host included) and as a CUDA graph
 (GPU time), interleaved over ROUNDS rounds, medians; and each path's worst relative error
-(output and every gradient) against float64 on the same rounded input.
+(output and every gradient) against float64 on the same rounded input, whether the two
+paths' outputs are equal (or how far apart), and whether the rounding inside equals the
+fake-quantization kernel's on values within a few ulps of the grid's rounding boundaries
+(``V`` = 0).
 
     python benchmarks/experiments/lorap_input_grid.py      # JSON to $OUT or /tmp
 
@@ -60,6 +63,31 @@ def paths(quantizer):
     }
 
 
+def boundary_check(d, seeds=4):
+    """Rounding inside the head (``V`` = 0) against the quantizer's own kernel on values at and
+    near ``(j + 0.5) scale``, several ranges: the number of elements that differ."""
+    from qgnn.kernels import lorap as lk
+    from qgnn.kernels.fake_quant import RangeGrid
+
+    differ = 0
+    for seed in range(seeds):
+        g = torch.Generator(device=DEV).manual_seed(seed)
+        lo, hi = sorted((torch.randn(2, device=DEV, generator=g) * 3).tolist())
+        grid = RangeGrid.from_range(torch.tensor(lo, device=DEV), torch.tensor(hi, device=DEV),
+                                    0, 15, False)
+        scale, zero_point = grid.qparams()
+        j = torch.randint(-2, 18, (N, d), device=DEV, generator=g).float() - zero_point
+        x = (j + 0.5) * scale
+        ulps = torch.randint(-3, 4, (N, d), device=DEV, generator=g).float()
+        x = (x + ulps * torch.finfo(torch.float32).eps * x.abs()).contiguous()
+        wa = torch.randn(K, d, device=DEV, generator=g)
+        out = lk.lorap_forward_triton(x, wa, torch.zeros(K, device=DEV),
+                                      torch.randn(K, R, device=DEV, generator=g),
+                                      torch.zeros(R, d, device=DEV), input_grid=grid)
+        differ += int((out != grid.rounded(x)).sum())
+    return differ
+
+
 def errors(d):
     s, params, quantizer = setup(d)
     grad_out = torch.randn_like(s)
@@ -67,12 +95,17 @@ def errors(d):
     p64 = [p.detach().double().requires_grad_() for p in params]
     ref = lorap_reference(q64, *p64)
     ref_grads = torch.autograd.grad(ref, [q64] + p64, grad_out.double())
-    out = {}
+    out, results = {}, {}
     for name, fn in paths(quantizer).items():
         x = s.clone().requires_grad_()
         res = fn(x, *params)
         grads = torch.autograd.grad(res, [x] + params, grad_out)
         out[name] = max([rel(res, ref)] + [rel(a, b) for a, b in zip(grads, ref_grads)])
+        results[name] = [res] + list(grads)
+    a, b = results["separate"][0], results["inside"][0]
+    out["outputs_equal"] = torch.equal(a, b)
+    out["outputs_max_rel_difference"] = ((a - b).abs().max() / b.abs().max()).item()
+    out["boundary_elements_differing"] = boundary_check(d)
     return out
 
 

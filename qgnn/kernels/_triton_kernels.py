@@ -295,6 +295,7 @@ def lorap_fwd_stream_kernel(
     if QUANT_S > 0:
         q_s, q_z = _range_grid(tl.load(q_range_ptr), tl.load(q_range_ptr + 1), QMIN, QMAX,
                                MIN_SCALE, INV_DIV, QUANT_S, RECIPROCAL)
+        q_r = tl.math.div_rn(1.0, q_s)
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
@@ -311,7 +312,7 @@ def lorap_fwd_stream_kernel(
         zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
         if QUANT_Z:
-            zt = _fake_quant_ste(zt, q_s, q_z, QMIN, QMAX)
+            zt = _fake_quant_ste(zt, q_s, q_r, q_z, QMIN, QMAX)
         if W_SPLIT > 0:
             z_hi, z_lo = _split(zt, W_SPLIT)
         else:
@@ -357,7 +358,7 @@ def lorap_fwd_stream_kernel(
         m = rmask[:, None] & cmask[None, :]
         res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
         if QUANT_S > 0:
-            res = _fake_quant_ste(res, q_s, q_z, QMIN, QMAX)
+            res = _fake_quant_ste(res, q_s, q_r, q_z, QMIN, QMAX)
         if HOIST_AU:
             res += _rank_term(au0, v_ptr, 0, D, cols, cmask)
             if R > 1:
@@ -570,6 +571,7 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
     if QUANT_Z > 0:
         q_s, q_z = _range_grid(tl.load(q_range_ptr), tl.load(q_range_ptr + 1), QMIN, QMAX,
                                MIN_SCALE, INV_DIV, QUANT_Z, RECIPROCAL)
+        q_r = tl.math.div_rn(1.0, q_s)
     D, K = _aligned(D, ALIGN_D), _aligned(K, ALIGN_K)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(1)
@@ -588,7 +590,7 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
         zt = tl.load(z_ptr + rows64[:, None] * D + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
         if QUANT_Z > 0:
-            zt = _fake_quant_ste(zt, q_s, q_z, QMIN, QMAX)
+            zt = _fake_quant_ste(zt, q_s, q_r, q_z, QMIN, QMAX)
         acc = tl.dot(dsc_t, zt, acc, input_precision=PREC)
     tl.store(part_ptr + (split * K + kk[:, None]).to(tl.int64) * D + cols[None, :], acc,
              mask=kmask[:, None] & cmask[None, :])
@@ -857,10 +859,20 @@ def _range_grid(lo, hi, QMIN, QMAX, MIN_SCALE, INV_DIV, RANGE: tl.constexpr,
 
 
 @triton.jit
-def _fake_quant_ste(x, s, z, QMIN, QMAX):
-    """``(clamp(round(x / s) + z, QMIN, QMAX) - z) * s``: the forward of ``"ste"`` fake
-    quantization, division and rounding as torch does them."""
-    q = tl.minimum(tl.maximum(_round_half_even(tl.math.div_rn(x, s)) + z, QMIN), QMAX)
+def _fake_quant_ste(x, s, s_inv, z, QMIN, QMAX):
+    """``(clamp(round(x / s) + z, QMIN, QMAX) - z) * s``, the forward of ``"ste"`` fake
+    quantization, with the same results as :func:`fake_quant_kernel` (torch's division and
+    round-half-to-even) in fewer instructions, for a kernel that rounds inside a larger
+    pass: ``s_inv`` = ``RN(1 / s)``, formed once; then ``q = RN(x s_inv)`` is within an
+    ulp of ``x / s``, its remainder ``x - q s`` is exact as an fma, and one correction
+    ``RN(q + rem s_inv)`` gives the correctly rounded quotient (Markstein's theorem;
+    away from overflow and underflow). Rounding to an integer adds and subtracts
+    ``1.5 * 2**23``: the float32 addition rounds half to even (exact for ``|v| < 2**22``;
+    beyond, the clamp decides as it would anyway)."""
+    q = x * s_inv
+    q = tl.fma(tl.fma(-q, s, x), s_inv, q)
+    q = (q + 12582912.0) - 12582912.0
+    q = tl.minimum(tl.maximum(q + z, QMIN), QMAX)
     return (q - z) * s
 
 
@@ -914,9 +926,10 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, 
         g = tl.load(g_ptr + offs, mask=mask, other=0.0)
         res = tl.where((v >= QMIN) & (v <= QMAX), tl.math.div_rn(g * s, s), 0.0)
     else:
+        t = tl.math.div_rn(x, s)
         if CLIPPED:
-            q = _round_half_even(tl.minimum(tl.maximum(tl.math.div_rn(x, s) + z, QMIN), QMAX))
-            res = (q - z) * s
+            q = _round_half_even(tl.minimum(tl.maximum(t + z, QMIN), QMAX))
         else:
-            res = _fake_quant_ste(x, s, z, QMIN, QMAX)
+            q = tl.minimum(tl.maximum(_round_half_even(t) + z, QMIN), QMAX)
+        res = (q - z) * s
     tl.store(out_ptr + offs, res, mask=mask)

@@ -21,6 +21,8 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from qgnn.kernels._common import use_triton
+
 Tensor = torch.Tensor
 BLOCK = 1024
 
@@ -199,6 +201,14 @@ class RangeGrid(NamedTuple):
 
         scale, zero_point = self.qparams()
         return QF.fake_quantize_reference(x, scale, zero_point, self.qmin, self.qmax, "ste")
+
+    def rounded(self, x: Tensor) -> Tensor:
+        """:meth:`fake_quantize` without gradient, in one Triton pass where it applies."""
+        if use_triton(x) and x.dtype == torch.float32 and x.is_contiguous() and x.numel():
+            return _launch(x, self.range[:1], self.range[1:], self.qmin, self.qmax, False, 0,
+                           self.code())
+        with torch.no_grad():
+            return self.fake_quantize(x)
 
     def kernel_args(self, x: Tensor) -> dict:
         """The arguments of a Triton kernel's fused rounding of ``x`` (``q_range_ptr`` ..

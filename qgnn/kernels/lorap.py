@@ -379,7 +379,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
     meta = _meta(d, d_in, k, r)
     mode = mode or fwd_mode()
     if input_grid is not None and mode != "stream":
-        s, input_grid = input_grid.fake_quantize(s.detach()), None
+        s, input_grid = input_grid.rounded(s), None
     quant = {}
     if input_grid is not None:
         quant = dict(input_grid.kernel_args(s), QUANT_S=input_grid.code(), QUANT_Z=z is None)
@@ -498,7 +498,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         raise ValueError("s_from_output needs the forward's alpha, no separate score input and "
                          "no input grid.")
     if input_grid is not None and z is None and alpha is None:
-        zz = s = input_grid.fake_quantize(s)  # rounded once here rather than in two kernels
+        zz = s = input_grid.rounded(s)  # rounded once here rather than in two kernels
         input_grid = None
     if alpha is None:
         alpha = lorap_alpha(zz, weight_a, bias_a)
@@ -588,7 +588,7 @@ def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None) -
         return torch.zeros(k, d_in, dtype=torch.float32, device=z.device)
     if d_in % DWA_MIN_ALIGN or dot_precision() == "tf32":  # cuBLAS is faster in these cases
         if z_grid is not None:
-            z = z_grid.fake_quantize(z)
+            z = z_grid.rounded(z)
         return torch.mm(d_scores.t(), z.to(torch.float32))
     col_blocks = _cdiv(d_in, DWA_BLOCK_C)
     # enough row splits to fill the GPU whatever the width (d_in = 64 has one column block)

@@ -584,3 +584,31 @@ def test_range_grid_matches_the_quantizer():
         assert torch.equal(grid.fake_quantize(x), y)
     with pytest.raises(ValueError, match="per tensor"):
         lk.RangeGrid.from_range(torch.zeros(3), torch.ones(3), 0, 15, False)
+
+
+def half_step_inputs(n, d, grid, seed):
+    """Values at and within a few ulps of the grid's rounding boundaries ``(j + 0.5) scale``,
+    mixed with ordinary ones and outliers beyond the range."""
+    g = torch.Generator().manual_seed(seed)
+    scale, zero_point = grid.qparams()
+    j = torch.randint(grid.qmin - 2, grid.qmax + 2, (n, d), generator=g).float() - zero_point
+    x = (j + 0.5) * scale
+    ulps = torch.randint(-3, 4, (n, d), generator=g).float()
+    x = x + ulps * torch.finfo(torch.float32).eps * x.abs()
+    plain = torch.randn(n, d, generator=g) * 2
+    return torch.where(torch.rand(n, d, generator=g) < 0.5, x, plain).contiguous()
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_rounding_inside_the_head_is_the_quantizers(force_triton, symmetric):
+    """With ``V`` = 0 the head adds nothing: the streamed forward's output is its rounding of
+    ``s``, which must equal the fake-quantization kernel's on values at the boundaries."""
+    seed = torch.randint(0, 2**31, (1,)).item()
+    lo, hi = sorted((torch.randn(2, generator=torch.Generator().manual_seed(seed)) * 3).tolist())
+    grid = grid_of(symmetric, lo, hi)
+    s = half_step_inputs(64, 32, grid, seed)
+    _, wa, ba, U, V = [x.float() for x in make(64, 32, 5, 2, None, seed)]
+    out = lk.lorap_forward_triton(s, wa, ba, U, torch.zeros_like(V), mode="stream",
+                                  input_grid=grid, block_m=16, block_c=16)
+    assert torch.equal(out, grid.rounded(s))
+    assert torch.equal(out, grid.fake_quantize(s))
