@@ -16,7 +16,8 @@ fake-quantization kernel's on values within a few ulps of the grid's rounding bo
 
     python benchmarks/experiments/lorap_input_grid.py      # JSON to $OUT or /tmp
 
-``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1 QGNN_FORCE_TRITON=1``: errors only.
+``DEV=cpu NROWS=300 ROUNDS=0 TRITON_INTERPRET=1 QGNN_FORCE_TRITON=1``: errors only. The
+"inside" path keeps the codes of ``s`` (uint8) for its backward instead of ``s``.
 """
 import json
 import os

@@ -29,10 +29,12 @@ def use_triton(*tensors: torch.Tensor) -> bool:
 
 
 def alloc(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
-    """An output buffer; NaN-filled when ``QGNN_KERNEL_POISON=1`` so tests see unwritten elements."""
+    """An output buffer; NaN-filled (integers: their largest value) when
+    ``QGNN_KERNEL_POISON=1`` so tests see unwritten elements."""
     dtype = dtype or like.dtype
     if os.environ.get("QGNN_KERNEL_POISON", "0") == "1":
-        return torch.full(shape, float("nan"), dtype=dtype, device=like.device)
+        fill = float("nan") if dtype.is_floating_point else torch.iinfo(dtype).max
+        return torch.full(shape, fill, dtype=dtype, device=like.device)
     return torch.empty(shape, dtype=dtype, device=like.device)
 
 

@@ -265,6 +265,7 @@ def lorap_fwd_stream_kernel(
     PDL: tl.constexpr = False,
     q_range_ptr=None, QMIN=0.0, QMAX=0.0, MIN_SCALE=0.0, INV_DIV=0.0,
     QUANT_S: tl.constexpr = 0, QUANT_Z: tl.constexpr = False, RECIPROCAL: tl.constexpr = True,
+    codes_ptr=None, CODES_OUT: tl.constexpr = False,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -289,6 +290,8 @@ def lorap_fwd_stream_kernel(
     on the per-tensor grid formed from the range ``(min, max)`` at ``q_range_ptr`` (see
     :func:`_range_grid`), wherever it is read: the aggregate quantizer's own pass over ``s``,
     folded into this one. ``QUANT_Z``: the score input is that rounded ``s`` too.
+    ``CODES_OUT``: also write its codes less ``QMIN`` as ``uint8`` to ``codes_ptr`` ``(N, D)``
+    (a quarter of the bytes of ``s``, for the backward's ``dW_a``).
     """
     if PDL:
         tl.extra.cuda.gdc_wait()
@@ -358,7 +361,11 @@ def lorap_fwd_stream_kernel(
         m = rmask[:, None] & cmask[None, :]
         res = tl.load(s_ptr + rows64[:, None] * D + cols[None, :], mask=m, other=0.0).to(tl.float32)
         if QUANT_S > 0:
-            res = _fake_quant_ste(res, q_s, q_r, q_z, QMIN, QMAX)
+            code = _quant_code(res, q_s, q_r, q_z, QMIN, QMAX)
+            if CODES_OUT:
+                tl.store(codes_ptr + rows64[:, None] * D + cols[None, :],
+                         (code - QMIN).to(tl.uint8), mask=m)
+            res = (code - q_z) * q_s
         if HOIST_AU:
             res += _rank_term(au0, v_ptr, 0, D, cols, cmask)
             if R > 1:
@@ -558,7 +565,7 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
                             ALIGN_D: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
                             q_range_ptr=None, QMIN=0.0, QMAX=0.0, MIN_SCALE=0.0,
                             INV_DIV=0.0, QUANT_Z: tl.constexpr = 0,
-                            RECIPROCAL: tl.constexpr = True):
+                            RECIPROCAL: tl.constexpr = True, Z_CODES: tl.constexpr = False):
     """``part[split, :, cols] = d_scores[rows]^T z[rows, cols]`` over the rows of one split.
 
     ``dW_a = d scores^T z`` is a ``(K, D)`` product reduced over all ``N`` rows: the grid is
@@ -566,7 +573,8 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
     ``BLOCK_M`` tiles on the tensor cores (pipelined ``STAGES`` deep) and writes one partial;
     the caller sums the ``splits`` partials (deterministic, no atomics). ``ALIGN_*`` and
     ``QUANT_Z`` (here 1 / 2: ``z`` rounded on the grid from ``q_range_ptr``) as
-    in :func:`lorap_fwd_stream_kernel`.
+    in :func:`lorap_fwd_stream_kernel`; with ``Z_CODES`` ``z_ptr`` holds that rounding's codes
+    less ``QMIN`` (``uint8``, the forward's ``CODES_OUT``), dequantized here.
     """
     if QUANT_Z > 0:
         q_s, q_z = _range_grid(tl.load(q_range_ptr), tl.load(q_range_ptr + 1), QMIN, QMAX,
@@ -588,8 +596,10 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
         dsc_t = tl.load(dsc_ptr + rows64[None, :] * K + kk[:, None],
                         mask=kmask[:, None] & rmask[None, :], other=0.0)
         zt = tl.load(z_ptr + rows64[:, None] * D + cols[None, :],
-                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        if QUANT_Z > 0:
+                     mask=rmask[:, None] & cmask[None, :], other=0).to(tl.float32)
+        if Z_CODES:  # rows past the end dequantize to (QMIN - z) s: their d scores are 0
+            zt = (zt + QMIN - q_z) * q_s
+        elif QUANT_Z > 0:
             zt = _fake_quant_ste(zt, q_s, q_r, q_z, QMIN, QMAX)
         acc = tl.dot(dsc_t, zt, acc, input_precision=PREC)
     tl.store(part_ptr + (split * K + kk[:, None]).to(tl.int64) * D + cols[None, :], acc,
@@ -859,8 +869,8 @@ def _range_grid(lo, hi, QMIN, QMAX, MIN_SCALE, INV_DIV, RANGE: tl.constexpr,
 
 
 @triton.jit
-def _fake_quant_ste(x, s, s_inv, z, QMIN, QMAX):
-    """``(clamp(round(x / s) + z, QMIN, QMAX) - z) * s``, the forward of ``"ste"`` fake
+def _quant_code(x, s, s_inv, z, QMIN, QMAX):
+    """``clamp(round(x / s) + z, QMIN, QMAX)`` (float32), the code of ``"ste"`` fake
     quantization, with the same results as :func:`fake_quant_kernel` (torch's division and
     round-half-to-even) in fewer instructions, for a kernel that rounds inside a larger
     pass: ``s_inv`` = ``RN(1 / s)``, formed once; then ``q = RN(x s_inv)`` is within an
@@ -872,8 +882,13 @@ def _fake_quant_ste(x, s, s_inv, z, QMIN, QMAX):
     q = x * s_inv
     q = tl.fma(tl.fma(-q, s, x), s_inv, q)
     q = (q + 12582912.0) - 12582912.0
-    q = tl.minimum(tl.maximum(q + z, QMIN), QMAX)
-    return (q - z) * s
+    return tl.minimum(tl.maximum(q + z, QMIN), QMAX)
+
+
+@triton.jit
+def _fake_quant_ste(x, s, s_inv, z, QMIN, QMAX):
+    """``(code - z) * s``, the code from :func:`_quant_code`."""
+    return (_quant_code(x, s, s_inv, z, QMIN, QMAX) - z) * s
 
 
 @triton.jit

@@ -202,6 +202,23 @@ class RangeGrid(NamedTuple):
         scale, zero_point = self.qparams()
         return QF.fake_quantize_reference(x, scale, zero_point, self.qmin, self.qmax, "ste")
 
+    def codes(self, x: Tensor) -> Tensor:
+        """The codes of ``x`` on this grid less ``qmin``, ``uint8`` (at most 256 levels),
+        as torch ops."""
+        from qgnn.quant import functional as QF
+
+        scale, zero_point = self.qparams()
+        return (QF.quantize(x, scale, zero_point, self.qmin, self.qmax) - self.qmin).to(torch.uint8)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """Float32 values of :meth:`codes` (the same numbers :meth:`fake_quantize` gives)."""
+        scale, zero_point = self.qparams()
+        return (codes.to(torch.float32) + self.qmin - zero_point) * scale
+
+    @property
+    def fits_uint8(self) -> bool:
+        return self.qmax - self.qmin <= 255
+
     def rounded(self, x: Tensor) -> Tensor:
         """:meth:`fake_quantize` without gradient, in one Triton pass where it applies."""
         if use_triton(x) and x.dtype == torch.float32 and x.is_contiguous() and x.numel():

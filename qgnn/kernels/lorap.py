@@ -354,7 +354,7 @@ def _out_of_resources():
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
                          mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
                          stages_out=None, hoist_au=None, maxnreg=None, w_parts=None,
-                         input_grid=None):
+                         input_grid=None, codes_out=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
@@ -368,6 +368,9 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
             it when :func:`w_split_mode` asks for it).
         input_grid: a :class:`~qgnn.kernels.fake_quant.RangeGrid` to round ``s`` on first;
             ``"stream"`` rounds each chunk as it reads it (the other modes round a copy).
+        codes_out: with ``input_grid`` (at most 256 levels), an ``(N, d)`` ``uint8`` buffer
+            that receives the codes of that rounding less ``qmin``
+            (:meth:`~qgnn.kernels.fake_quant.RangeGrid.codes`).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -378,11 +381,18 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
     out = alloc((n, d), s) if out is None else out
     meta = _meta(d, d_in, k, r)
     mode = mode or fwd_mode()
+    if codes_out is not None and (input_grid is None or not input_grid.fits_uint8):
+        raise ValueError("codes_out needs an input_grid of at most 256 levels.")
     if input_grid is not None and mode != "stream":
+        if codes_out is not None:
+            codes_out.copy_(input_grid.codes(s))
+            codes_out = None
         s, input_grid = input_grid.rounded(s), None
     quant = {}
     if input_grid is not None:
         quant = dict(input_grid.kernel_args(s), QUANT_S=input_grid.code(), QUANT_Z=z is None)
+        if codes_out is not None:
+            quant.update(codes_ptr=codes_out, CODES_OUT=True)
     if mode == "split":
         scores = _scores(s if z is None else z, weight_a, bias_a, out=alpha_out)
         block_m = block_m or APPLY_BLOCK_M
@@ -461,7 +471,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
                           s_from_output=False, maxnreg=None, stages=None, input_grad=True,
-                          w_parts=None, input_grid=None):
+                          w_parts=None, input_grid=None, s_codes=None):
     """Triton backward, no autograd.
 
     Args:
@@ -480,7 +490,10 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
             pass forms it when :func:`w_split_mode` asks for it and ``ds`` / ``dz`` is fused).
         input_grid: the forward's :class:`~qgnn.kernels.fake_quant.RangeGrid`: the head saw
             ``s`` rounded on it. The rounding passes ``ds`` straight through; ``dW_a`` reads
-            ``s`` and rounds it again.
+            ``s`` and rounds it again, or reads ``s_codes``.
+        s_codes: the forward's ``codes_out`` on ``input_grid`` (``uint8`` ``(N, d)``), for
+            ``dW_a`` to read instead of ``s`` (a quarter of the bytes); ``s`` may then be
+            ``None``. Needs ``alpha`` and no separate score input.
 
     Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
     ``s`` (its gradient is then folded into ``ds``); with a separate score input ``ds`` is
@@ -488,6 +501,12 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     """
     from qgnn.kernels import _triton_kernels as tk
 
+    if s_codes is not None:
+        if input_grid is None or alpha is None or score_input is not None:
+            raise ValueError("s_codes needs the forward's input_grid and alpha, and no "
+                             "separate score input.")
+        if s is None:  # shape, dtype and device only: no kernel reads s below
+            s = g.new_empty(()).expand(s_codes.shape)
     n, d = s.shape
     k, r = U.shape
     z = score_input
@@ -561,7 +580,10 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         else:
             dzs = torch.mm(dsc, w32).to(z.dtype)
     ds, dz = (dzs, None) if z is None else (g if input_grad else None, dzs)
-    dwa = lorap_dwa(dsc, zz, input_grid if z is None else None)
+    if s_codes is not None:
+        dwa = lorap_dwa(dsc, s_codes, input_grid, codes=True)
+    else:
+        dwa = lorap_dwa(dsc, zz, input_grid if z is None else None)
     if s_from_output:  # zz is out = s + (alpha U) V
         dwa -= (dsc.t() @ (alpha @ U.to(f32))) @ V.to(f32)
     sums = part.sum(0)
@@ -575,11 +597,13 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     )
 
 
-def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None) -> Tensor:
+def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None,
+              codes: bool = False) -> Tensor:
     """``dW_a = d_scores^T z``: ``(N, k)`` float32 and ``(N, d_in)`` -> ``(k, d_in)`` float32,
     as a split-K Triton product (see ``DWA_*``; cuBLAS where ``d_in`` is not a multiple of
     ``DWA_MIN_ALIGN`` or tf32 is allowed); the splits' partials are summed in a fixed order,
-    so the result is deterministic. ``z_grid``: ``z`` rounded on this grid first."""
+    so the result is deterministic. ``z_grid``: ``z`` rounded on this grid first; with
+    ``codes``, ``z`` holds the codes of that rounding (``uint8``, :meth:`RangeGrid.codes`)."""
     from qgnn.kernels import _triton_kernels as tk
 
     n, k = d_scores.shape
@@ -587,7 +611,9 @@ def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None) -
     if n == 0:
         return torch.zeros(k, d_in, dtype=torch.float32, device=z.device)
     if d_in % DWA_MIN_ALIGN or dot_precision() == "tf32":  # cuBLAS is faster in these cases
-        if z_grid is not None:
+        if codes:
+            z = z_grid.dequantize(z)
+        elif z_grid is not None:
             z = z_grid.rounded(z)
         return torch.mm(d_scores.t(), z.to(torch.float32))
     col_blocks = _cdiv(d_in, DWA_BLOCK_C)
@@ -602,7 +628,8 @@ def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None) -
         K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
         ALIGN_D=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k), num_warps=DWA_WARPS,
         num_stages=DWA_STAGES,
-        **(dict(z_grid.kernel_args(z), QUANT_Z=z_grid.code()) if z_grid is not None else {}),
+        **(dict(z_grid.kernel_args(z), QUANT_Z=z_grid.code(), Z_CODES=codes)
+           if z_grid is not None else {}),
     )
     return part.sum(0)
 
@@ -620,19 +647,26 @@ class LorapInjectFunction(torch.autograd.Function):
         elements = s.shape[0] * (s if score_input is None else score_input).shape[1]
         split = w_split_mode(elements) or w_split_mode(elements, BWD_STREAM_SPLIT_W)
         w_parts = split_bf16(weight_a) if split else None  # for the forward and the backward
+        # With the rounding inside, the backward needs s only as its codes (dW_a): keep those,
+        # a quarter of the bytes, instead of s itself.
+        codes = None
+        if (alpha is not None and input_grid is not None and input_grid.fits_uint8
+                and score_input is None):
+            codes = alloc(s.shape, s, torch.uint8)
         out = lorap_forward_triton(s, weight_a, bias_a, U, V, score_input, alpha_out=alpha,
-                                   w_parts=w_parts, input_grid=input_grid)
-        ctx.save_for_backward(s, weight_a, bias_a, U, V, score_input, alpha, w_parts)
+                                   w_parts=w_parts, input_grid=input_grid, codes_out=codes)
+        ctx.save_for_backward(s if codes is None else None, weight_a, bias_a, U, V, score_input,
+                              alpha, w_parts, codes)
         ctx.input_grid = input_grid
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        s, weight_a, bias_a, U, V, z, alpha, w_parts = ctx.saved_tensors
+        s, weight_a, bias_a, U, V, z, alpha, w_parts, codes = ctx.saved_tensors
         ds, dz, dwa, dba, du, dv = lorap_backward_triton(
             grad.contiguous(), s, weight_a, bias_a, U, V, z, alpha=alpha,
             input_grad=ctx.needs_input_grad[0] or ctx.needs_input_grad[5], w_parts=w_parts,
-            input_grid=ctx.input_grid,
+            input_grid=ctx.input_grid, s_codes=codes,
         )
         return ds, dwa, dba, du, dv, dz, None
 

@@ -50,3 +50,17 @@ def test_narrow_widths(tmp_path):
     for rows in res["widths"].values():
         assert_small(row["rel_err"] for name, row in rows.items() if "rel_err" in row)
         assert not [name for name, row in rows.items() if "error" in row]
+
+
+def test_input_grid(tmp_path):
+    res = run("lorap_input_grid.py", tmp_path, NROWS="100", QGNN_FORCE_TRITON="1")
+    for d in ("d=256", "d=40"):
+        errors = res[d]["max_rel_error"]
+        assert_small([errors["separate"], errors["inside"]])
+        assert errors["boundary_elements_differing"] == 0
+
+
+def test_epoch_kernel_census_runs_on_the_cpu(tmp_path):
+    res = run("epoch_kernel_census.py", tmp_path, SIZE="200,600,8,3",
+              RUNS="w4a4 lorap_alone+fused_adam")
+    assert set(res) == {"w4a4", "lorap_alone+fused_adam"}

@@ -608,7 +608,32 @@ def test_rounding_inside_the_head_is_the_quantizers(force_triton, symmetric):
     grid = grid_of(symmetric, lo, hi)
     s = half_step_inputs(64, 32, grid, seed)
     _, wa, ba, U, V = [x.float() for x in make(64, 32, 5, 2, None, seed)]
+    codes = torch.full(s.shape, 255, dtype=torch.uint8)  # 255: no 4-bit code, unwritten
     out = lk.lorap_forward_triton(s, wa, ba, U, torch.zeros_like(V), mode="stream",
-                                  input_grid=grid, block_m=16, block_c=16)
+                                  input_grid=grid, codes_out=codes, block_m=16, block_c=16)
     assert torch.equal(out, grid.rounded(s))
     assert torch.equal(out, grid.fake_quantize(s))
+    assert torch.equal(codes, grid.codes(s)) and torch.equal(grid.dequantize(codes), out)
+
+
+@pytest.mark.parametrize("d", [64, 40])
+def test_backward_keeps_the_codes_of_s_not_s(force_triton, d):
+    """With the rounding inside, the autograd function keeps s's uint8 codes for dW_a (the
+    split-K product dequantizes them, d = 64; cuBLAS gets them dequantized, d = 40)."""
+    seed = torch.randint(0, 2**31, (1,)).item()
+    s, wa, ba, U, V = [x.float().requires_grad_() for x in make(70, d, 40, 2, None, seed)]
+    grid = grid_of(False)
+    out = lorap_inject(s, wa, ba, U, V, input_grid=grid)
+    saved = [t for t in out.grad_fn.saved_tensors if t is not None]
+    assert any(t.dtype == torch.uint8 and t.shape == s.shape for t in saved)
+    assert not any(t.data_ptr() == s.data_ptr() for t in saved)
+    g = torch.randn_like(out)
+    dwa = torch.autograd.grad(out, wa, g)[0]
+    q = grid.fake_quantize(s.detach())
+    alpha = torch.softmax(q.double() @ wa.detach().double().t() + ba.detach().double(), -1)
+    dalpha = (g.double() @ V.detach().double().t()) @ U.detach().double().t()
+    dsc = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True))
+    assert rel(dwa, dsc.t() @ q.double()) < 1e-5
+    with pytest.raises(ValueError, match="256 levels"):
+        lk.lorap_forward_triton(s.detach(), wa.detach(), ba.detach(), U.detach(), V.detach(),
+                                codes_out=torch.empty(s.shape, dtype=torch.uint8))
