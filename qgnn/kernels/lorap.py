@@ -175,6 +175,13 @@ DWA_STAGES = 3
 # for 32 rows and 2 warps (lorap_narrow.py; before the hints 32 rows won, 320 against 360).
 DWA_MIN_ALIGN = 16
 BWD_STREAM_BLOCK_M_UNALIGNED = 64
+# With the aggregate quantizer's rounding inside the head (input_grid), keep the uint8 codes of
+# the rounded s for the backward's dW_a instead of s itself (where dW_a runs split-K), a
+# quarter of the bytes. Off: slower as built. W4A4 GCN at ogbn-arxiv size, one H100
+# (experiments/epoch_kernel_census.py, LoRAP alone): the forwards took 622 against 462 us an
+# epoch writing the codes, the split-K dW_a 142 against 180 us reading them; epoch kernel time
+# 11.44 against 11.27 ms. Peak memory 1841 against 2089 MiB (bench_train_epoch.py).
+INPUT_GRID_KEEP_CODES = False
 
 
 def lorap_reference(
@@ -647,11 +654,12 @@ class LorapInjectFunction(torch.autograd.Function):
         elements = s.shape[0] * (s if score_input is None else score_input).shape[1]
         split = w_split_mode(elements) or w_split_mode(elements, BWD_STREAM_SPLIT_W)
         w_parts = split_bf16(weight_a) if split else None  # for the forward and the backward
-        # With the rounding inside, the backward needs s only as its codes (dW_a): keep those,
-        # a quarter of the bytes, instead of s itself.
+        # With the rounding inside, the backward needs s only for dW_a: INPUT_GRID_KEEP_CODES
+        # keeps its codes instead, a quarter of the bytes.
         codes = None
-        if (alpha is not None and input_grid is not None and input_grid.fits_uint8
-                and score_input is None):
+        if (INPUT_GRID_KEEP_CODES and alpha is not None and input_grid is not None
+                and input_grid.fits_uint8 and score_input is None
+                and s.shape[1] % DWA_MIN_ALIGN == 0 and dot_precision() != "tf32"):
             codes = alloc(s.shape, s, torch.uint8)
         out = lorap_forward_triton(s, weight_a, bias_a, U, V, score_input, alpha_out=alpha,
                                    w_parts=w_parts, input_grid=input_grid, codes_out=codes)

@@ -616,17 +616,21 @@ def test_rounding_inside_the_head_is_the_quantizers(force_triton, symmetric):
     assert torch.equal(codes, grid.codes(s)) and torch.equal(grid.dequantize(codes), out)
 
 
+@pytest.mark.parametrize("keep_codes", [True, False])
 @pytest.mark.parametrize("d", [64, 40])
-def test_backward_keeps_the_codes_of_s_not_s(force_triton, d):
-    """With the rounding inside, the autograd function keeps s's uint8 codes for dW_a (the
-    split-K product dequantizes them, d = 64; cuBLAS gets them dequantized, d = 40)."""
+def test_backward_keeps_the_codes_of_s_where_asked(force_triton, monkeypatch, d, keep_codes):
+    """With the rounding inside and ``INPUT_GRID_KEEP_CODES``, the autograd function keeps
+    s's uint8 codes for the split-K dW_a (d = 64), which dequantizes them; where dW_a runs on
+    cuBLAS (d = 40) it keeps s. The gradient is the same either way."""
+    monkeypatch.setattr(lk, "INPUT_GRID_KEEP_CODES", keep_codes)
     seed = torch.randint(0, 2**31, (1,)).item()
     s, wa, ba, U, V = [x.float().requires_grad_() for x in make(70, d, 40, 2, None, seed)]
     grid = grid_of(False)
     out = lorap_inject(s, wa, ba, U, V, input_grid=grid)
     saved = [t for t in out.grad_fn.saved_tensors if t is not None]
-    assert any(t.dtype == torch.uint8 and t.shape == s.shape for t in saved)
-    assert not any(t.data_ptr() == s.data_ptr() for t in saved)
+    codes_kept = keep_codes and d == 64
+    assert any(t.dtype == torch.uint8 and t.shape == s.shape for t in saved) == codes_kept
+    assert any(t.data_ptr() == s.data_ptr() for t in saved) != codes_kept
     g = torch.randn_like(out)
     dwa = torch.autograd.grad(out, wa, g)[0]
     q = grid.fake_quantize(s.detach())
@@ -634,6 +638,9 @@ def test_backward_keeps_the_codes_of_s_not_s(force_triton, d):
     dalpha = (g.double() @ V.detach().double().t()) @ U.detach().double().t()
     dsc = alpha * (dalpha - (alpha * dalpha).sum(-1, keepdim=True))
     assert rel(dwa, dsc.t() @ q.double()) < 1e-5
+
+
+def test_codes_out_needs_a_grid_of_uint8_levels(force_triton):
+    s, wa, ba, U, V = [x.float() for x in make(20, 16, 4, 2, None, 0)]
     with pytest.raises(ValueError, match="256 levels"):
-        lk.lorap_forward_triton(s.detach(), wa.detach(), ba.detach(), U.detach(), V.detach(),
-                                codes_out=torch.empty(s.shape, dtype=torch.uint8))
+        lk.lorap_forward_triton(s, wa, ba, U, V, codes_out=torch.empty(s.shape, dtype=torch.uint8))
