@@ -97,7 +97,17 @@ def make_optimizer(cfg: Config, model) -> torch.optim.Optimizer:
             quant_params = [p for p in quant_params if id(p) not in taken]
     if quant_params:
         groups.append({"params": quant_params, "weight_decay": 0.0, "lr": quant_lr})
-    return torch.optim.Adam(groups, lr=cfg.train.lr)
+    return torch.optim.Adam(groups, lr=cfg.train.lr, fused=fused_adam_applies(groups) or None)
+
+
+def fused_adam_applies(groups) -> bool:
+    """Whether every parameter is a CUDA float tensor, so that Adam can step in one fused
+    kernel a group rather than a dozen foreach launches: a full-batch epoch is host-bound on
+    the GPU. One H100, W4A4 GCN at ogbn-arxiv size, train epoch 11.37 against 13.27 ms, with
+    LoRAP 12.46 against 15.62 (``run_ab_epoch.sh``, two rounds; the evaluation, which takes no
+    step, also ran 10-20% faster in those runs, so part of it is the machine's drift)."""
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.is_cuda and p.dtype.is_floating_point for p in params)
 
 
 def _better(task, value: float, best: Optional[float]) -> bool:

@@ -190,3 +190,21 @@ def test_non_finite_loss_names_the_culprit_before_any_update(poison):
         task.train_epoch(model, optimizer, lambda m: torch.zeros(()))
     after = model.state_dict()
     assert all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before)
+
+
+def test_adam_steps_fused_only_when_every_parameter_is_a_cuda_float():
+    from types import SimpleNamespace
+
+    from qgnn.engine.config import load_config
+    from qgnn.engine.trainer import fused_adam_applies, make_optimizer
+    from qgnn.nn import NodeClassifier
+
+    cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    cpu = SimpleNamespace(is_cuda=False, dtype=torch.float32)
+    cuda_int = SimpleNamespace(is_cuda=True, dtype=torch.int64)
+    assert fused_adam_applies([{"params": [cuda]}, {"params": [cuda]}])
+    assert not fused_adam_applies([{"params": [cuda]}, {"params": [cpu]}])
+    assert not fused_adam_applies([{"params": [cuda_int]}])
+    assert not fused_adam_applies([{"params": []}])
+    optimizer = make_optimizer(load_config(None, []), NodeClassifier("gcn", 6, 8, 3))
+    assert not optimizer.defaults["fused"]  # CPU parameters: torch's default (foreach) step
