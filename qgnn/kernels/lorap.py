@@ -32,12 +32,14 @@ the CUDA cores).
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 
 from qgnn.kernels._common import (alloc, dot_precision, interpreting, num_sms, pdl_supported,
                                   use_triton)
+from qgnn.kernels._launch import launch_kernel
 from qgnn.kernels.fake_quant import RangeGrid
 
 Tensor = torch.Tensor
@@ -241,12 +243,18 @@ def _check(s, weight_a, bias_a, U, V, z) -> None:
 
 
 def _meta(d: int, d_in: int, k: int, r: int) -> dict:
+    """Block sizes and dot precision for these widths (read-only: shared between calls)."""
+    return _meta_for(d, d_in, k, r, dot_precision())
+
+
+@functools.lru_cache(maxsize=256)
+def _meta_for(d: int, d_in: int, k: int, r: int, prec: str) -> dict:
     return dict(
         R=r,
         BLOCK_D=max(16, _next_pow2(d)),
         BLOCK_DIN=max(16, _next_pow2(d_in)),
         K_PAD=max(16, _next_pow2(k)),
-        PREC=dot_precision(),
+        PREC=prec,
     )
 
 
@@ -322,7 +330,7 @@ def split_bf16(w: Tensor) -> Tensor:
     w = w.contiguous()
     parts = torch.empty((2,) + tuple(w.shape), dtype=torch.bfloat16, device=w.device)
     block = 1024
-    tk.split_bf16_kernel[(max(1, -(-w.numel() // block)),)](
+    launch_kernel(tk.split_bf16_kernel, (max(1, -(-w.numel() // block)),),
         w, parts, w.numel(), BLOCK=block, PDL=STREAM_PDL and pdl_supported(w.device))
     return parts
 
@@ -403,7 +411,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
     if mode == "split":
         scores = _scores(s if z is None else z, weight_a, bias_a, out=alpha_out)
         block_m = block_m or APPLY_BLOCK_M
-        tk.lorap_apply_kernel[(max(1, -(-n // block_m)),)](
+        launch_kernel(tk.lorap_apply_kernel, (max(1, -(-n // block_m)),),
             s, scores, U, V, out, n, d, k,
             R=r, BLOCK_M=block_m, BLOCK_D=meta["BLOCK_D"], K_PAD=meta["K_PAD"],
             STORE_ALPHA=alpha_out is not None,
@@ -427,7 +435,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
             extra["launch_pdl"] = True
 
         def launch(stages):
-            tk.lorap_fwd_stream_kernel[(max(1, -(-n // block_m)),)](
+            launch_kernel(tk.lorap_fwd_stream_kernel, (max(1, -(-n // block_m)),),
                 s, s if z is None else z, w_hi, w_lo, bias_a, U, V, out,
                 alpha_out if alpha_out is not None else out,
                 n, d, d_in, k,
@@ -464,7 +472,7 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
     block_m = block_m or FWD_BLOCK_M
     tiles = -(-n // block_m)
     grid = (max(1, min(tiles, FWD_PROGRAMS_PER_SM * num_sms(s.device))),)
-    tk.lorap_fwd_kernel[grid](
+    launch_kernel(tk.lorap_fwd_kernel, grid,
         s, s if z is None else z, weight_a, bias_a, U, V, out,
         alpha_out if alpha_out is not None else out,
         n, d, d_in, k,
@@ -565,7 +573,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         if w_split and w_parts is None:
             w_parts = split_bf16(weight_a)
         w_hi, w_lo = (w_parts[0], w_parts[1]) if w_split else (weight_a, weight_a)
-        tk.lorap_bwd_stream_kernel[(progs,)](
+        launch_kernel(tk.lorap_bwd_stream_kernel, (progs,),
             g, alpha, w_hi, U, V, *outs, w_lo,
             BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
             ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
@@ -573,7 +581,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
-        tk.lorap_bwd_rows_kernel[(progs,)](
+        launch_kernel(tk.lorap_bwd_rows_kernel, (progs,),
             g, alpha, weight_a, U, V, *outs, BLOCK_D=max(16, _next_pow2(d)),
             BLOCK_DIN=max(16, _next_pow2(d_in)),
             num_warps=num_warps or BWD_WARPS, **common,
@@ -630,7 +638,7 @@ def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None,
     rows_per_split = _cdiv(_cdiv(n, splits), DWA_BLOCK_M) * DWA_BLOCK_M  # whole row blocks
     splits = _cdiv(n, rows_per_split)
     part = alloc((splits, k, d_in), z, torch.float32)
-    tk.lorap_dwa_splitk_kernel[(col_blocks, splits)](
+    launch_kernel(tk.lorap_dwa_splitk_kernel, (col_blocks, splits),
         d_scores, z, part, n, d_in, k, rows_per_split, BLOCK_M=DWA_BLOCK_M, BLOCK_C=DWA_BLOCK_C,
         K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
         ALIGN_D=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k), num_warps=DWA_WARPS,
