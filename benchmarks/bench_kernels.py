@@ -343,20 +343,24 @@ def set_flags(**kw):
     return old
 
 
-def lorap_errors(n, d, k, r, d_in=None, seed=0):
-    """Relative errors of the autograd path (current flags) against float64, NaN-poisoned."""
+def lorap_errors(n, d, k, r, d_in=None, seed=0, bias=False):
+    """Relative errors of the autograd path (current flags) against float64, NaN-poisoned;
+    ``bias``: with an output bias added inside the head (its gradient last)."""
     gen = torch.Generator(device="cuda").manual_seed(seed)
     rnd = lambda *sh: torch.randn(*sh, device="cuda", dtype=torch.float64, generator=gen)  # noqa: E731
     t64 = [rnd(n, d), rnd(k, d_in or d) / math.sqrt(d_in or d), rnd(k) * 0.5, rnd(k, r) / math.sqrt(k),
-           rnd(r, d) * 0.3] + ([rnd(n, d_in)] if d_in else [])
+           rnd(r, d) * 0.3] + ([rnd(n, d_in)] if d_in else []) + ([rnd(d)] if bias else [])
     t64 = [t.requires_grad_(True) for t in t64]
-    ref = lk.lorap_reference(*t64[:5], score_input=t64[5] if d_in else None)
+    z_of = lambda t: t[5] if d_in else None  # noqa: E731
+    bias_of = lambda t: t[-1] if bias else None  # noqa: E731
+    ref = lk.lorap_reference(*t64[:5], score_input=z_of(t64), bias=bias_of(t64))
     g = rnd(n, d)
     gref = torch.autograd.grad(ref, t64, g)
     t32 = [t.detach().float().requires_grad_(True) for t in t64]
-    res = lk.lorap_inject(*t32[:5], score_input=t32[5] if d_in else None)
+    res = lk.lorap_inject(*t32[:5], score_input=z_of(t32), bias=bias_of(t32))
     gres = torch.autograd.grad(res, t32, g.float())
-    names = ["out", "ds", "dW_a", "db_a", "dU", "dV", "dz"][: len(t64) + 1]
+    names = ["out", "ds", "dW_a", "db_a", "dU", "dV"] + (["dz"] if d_in else []) + (
+        ["dbias"] if bias else [])
     errs = dict(zip(names, [rel(res, ref)] + [rel(a, b) for a, b in zip(gres, gref)]))
     written = bool(all(torch.isfinite(t).all() for t in [res, *gres]))
     return errs, written
@@ -581,6 +585,10 @@ def stream_correctness():
             for i, sh in enumerate(shapes):
                 errs, ok = lorap_errors(*sh, seed=20 + i)
                 out[f"tf32={tf32} fwd={fwd} bwd={bwd} fuse_dz={fuse} shape={sh[:4]}"] = errs
+                out["all_written"] &= ok
+            for i, sh in enumerate(shapes[:3]):  # with the layer's output bias inside
+                errs, ok = lorap_errors(*sh, seed=40 + i, bias=True)
+                out[f"tf32={tf32} fwd={fwd} bwd={bwd} fuse_dz={fuse} bias shape={sh[:4]}"] = errs
                 out["all_written"] &= ok
             set_flags(**old)
         graph = power_law_graph(**CHECK_GRAPH, seed=1).gcn_norm()

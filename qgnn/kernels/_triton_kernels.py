@@ -266,6 +266,7 @@ def lorap_fwd_stream_kernel(
     q_range_ptr=None, QMIN=0.0, QMAX=0.0, MIN_SCALE=0.0, INV_DIV=0.0,
     QUANT_S: tl.constexpr = 0, QUANT_Z: tl.constexpr = False, RECIPROCAL: tl.constexpr = True,
     codes_ptr=None, CODES_OUT: tl.constexpr = False,
+    bias_ptr=None, ADD_BIAS: tl.constexpr = False,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -292,6 +293,9 @@ def lorap_fwd_stream_kernel(
     folded into this one. ``QUANT_Z``: the score input is that rounded ``s`` too.
     ``CODES_OUT``: also write its codes less ``QMIN`` as ``uint8`` to ``codes_ptr`` ``(N, D)``
     (a quarter of the bytes of ``s``, for the backward's ``dW_a``).
+
+    ``ADD_BIAS``: also add the ``(D,)`` vector at ``bias_ptr`` to every row, after the head
+    (the layer's output bias: its own pass over the result folded into this one).
     """
     if PDL:
         tl.extra.cuda.gdc_wait()
@@ -378,6 +382,8 @@ def lorap_fwd_stream_kernel(
             for j in tl.static_range(R):
                 au_j = _alpha_u_parts(alpha_a, alpha_b, u_ptr, ka, kb, K, R, j, K_B)
                 res += _rank_term(au_j, v_ptr, j, D, cols, cmask)
+        if ADD_BIAS:
+            res += tl.load(bias_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
         tl.store(out_ptr + rows64[:, None] * D + cols[None, :], res, mask=m)
 
 
@@ -467,7 +473,7 @@ def lorap_bwd_stream_kernel(
     K_PAD: tl.constexpr, PREC: tl.constexpr, FUSE_DZ: tl.constexpr, ADD_G: tl.constexpr,
     STAGES: tl.constexpr = 1,
     ALIGN_D: tl.constexpr = 1, ALIGN_DIN: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
-    RANK_DOT: tl.constexpr = False, W_SPLIT: tl.constexpr = 0,
+    RANK_DOT: tl.constexpr = False, W_SPLIT: tl.constexpr = 0, BIAS_GRAD: tl.constexpr = False,
 ):
     """Row-wise LoRAP backward for ``BLOCK_M`` rows, streamed in column chunks of ``BLOCK_C``
     (both passes software-pipelined ``STAGES`` deep; 1: not pipelined; ``ALIGN_*`` as in
@@ -484,7 +490,9 @@ def lorap_bwd_stream_kernel(
     ``dzs = d scores W_a (+ g when ADD_G)`` chunk by chunk, the product on the tensor cores
     (``W_SPLIT`` as in :func:`lorap_fwd_stream_kernel`: ``d scores`` split once, ``W_a`` from
     its bfloat16 parts). Partials are per program and summed by the caller: deterministic,
-    no atomics.
+    no atomics. ``BIAS_GRAD``: pass 1 also writes the block's column sums of ``g`` (the
+    gradient of an output bias added after the head, ``ADD_BIAS`` of the forward) after
+    ``dV`` in ``part``, ``D`` more columns.
     """
     D, D_IN, K = _aligned(D, ALIGN_D), _aligned(D_IN, ALIGN_DIN), _aligned(K, ALIGN_K)
     pid = tl.program_id(0)
@@ -509,6 +517,8 @@ def lorap_bwd_stream_kernel(
         cmask = cols < D
         g = tl.load(g_ptr + rows64[:, None] * D + cols[None, :],
                     mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        if BIAS_GRAD:
+            tl.store(part_row + K + K * R + R * D + cols, tl.sum(g, axis=0), mask=cmask)
         if RANK_DOT:
             vt = tl.load(v_ptr + rr[None, :] * D + cols[:, None],
                          mask=cmask[:, None] & (rr < R)[None, :], other=0.0).to(tl.float32)

@@ -222,7 +222,8 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
     else:
         block_m, num_warps = block_m or AGG_BLOCK_M, num_warps or AGG_WARPS
     grid = (max(1, -(-plan.num_segments // block_m)),)
-    launch_kernel(tk.csr_agg_kernel, grid,
+    launch_kernel(
+        tk.csr_agg_kernel, grid,
         x, plan.indices, edge_weight if edge_weight is not None else x,
         plan.vstart, plan.vlen, plan.vout, plan.inv_deg,
         out, s if s is not None else out, part,
@@ -247,7 +248,8 @@ def aggregate_triton(plan: CSRPlan, edge_weight, x, reduce="sum", lorap=None, st
         # with index_add_, whose CUDA atomics add in a varying order) keeps runs deterministic.
         hs = alloc((rows.numel(), d), like, f32)
         block_d = min(256, max(16, _next_pow2(d)))
-        launch_kernel(tk.sum_pieces_kernel, (rows.numel(), -(-d // block_d)),
+        launch_kernel(
+            tk.sum_pieces_kernel, (rows.numel(), -(-d // block_d)),
             part, plan.piece_first, plan.heavy_pieces, hs, d, BLOCK_D=block_d, num_warps=4)
         if reduce == "mean":
             hs *= plan.inv_deg[rows].unsqueeze(1)

@@ -71,7 +71,8 @@ def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: in
     levels = (qmax - qmin) if rng == RANGES["affine"] else max(qmax, 1)
     inv = _float32_reciprocal(int(levels))
     gs, gz = grid_out if grid_out is not None else (x, x)
-    launch_kernel(tk.fake_quant_kernel, (max(1, -(-n // BLOCK)),),
+    launch_kernel(
+        tk.fake_quant_kernel, (max(1, -(-n // BLOCK)),),
         x, a, b, grad if grad is not None else x, out, gs, gz, n, cols, float(qmin), float(qmax),
         MIN_SCALE, inv, MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng,
         RECIPROCAL=x.is_cuda, GRID_OUT=grid_out is not None, BLOCK=BLOCK, num_warps=4,

@@ -194,6 +194,7 @@ def lorap_reference(
     V: Tensor,
     score_input: Optional[Tensor] = None,
     input_grid: Optional[RangeGrid] = None,
+    bias: Optional[Tensor] = None,
 ) -> Tensor:
     """LoRAP head in plain torch ops (the readable definition; differentiable).
 
@@ -204,15 +205,17 @@ def lorap_reference(
         score_input: ``(N, d_in)`` scorer input ``z``; ``None`` means ``s`` (``d_in = d``).
         input_grid: round ``s`` on this grid first (plain STE): the head then acts on the
             quantizer's output, as when the two run one after the other.
+        bias: ``(d,)`` added after the head (the layer's output bias), or ``None``.
 
     Returns:
-        ``(N, d)``: ``s + (softmax(z W_a^T + b_a) U) V``.
+        ``(N, d)``: ``s + (softmax(z W_a^T + b_a) U) V (+ bias)``.
     """
     if input_grid is not None:
         s = input_grid.fake_quantize(s)
     z = s if score_input is None else score_input
     alpha = torch.softmax(torch.nn.functional.linear(z, weight_a, bias_a), dim=-1)
-    return s + (alpha @ U) @ V
+    out = s + (alpha @ U) @ V
+    return out if bias is None else out + bias
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -228,7 +231,7 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _check(s, weight_a, bias_a, U, V, z) -> None:
+def _check(s, weight_a, bias_a, U, V, z, bias=None) -> None:
     if s.dim() != 2:
         raise ValueError(f"s must be (N, d), got shape {tuple(s.shape)}.")
     n, d = s.shape
@@ -237,8 +240,10 @@ def _check(s, weight_a, bias_a, U, V, z) -> None:
     if z is not None and (z.dim() != 2 or z.shape[0] != n):
         raise ValueError(f"score_input must be ({n}, d_in), got shape {tuple(z.shape)}.")
     expect = {"weight_a": (k, d_in), "bias_a": (k,), "V": (r, d)}
-    for name, t in (("weight_a", weight_a), ("bias_a", bias_a), ("V", V)):
-        if tuple(t.shape) != expect[name]:
+    if bias is not None:
+        expect["bias"] = (d,)
+    for name, t in (("weight_a", weight_a), ("bias_a", bias_a), ("V", V), ("bias", bias)):
+        if t is not None and tuple(t.shape) != expect[name]:
             raise ValueError(f"{name} must have shape {expect[name]}, got {tuple(t.shape)}.")
 
 
@@ -330,7 +335,8 @@ def split_bf16(w: Tensor) -> Tensor:
     w = w.contiguous()
     parts = torch.empty((2,) + tuple(w.shape), dtype=torch.bfloat16, device=w.device)
     block = 1024
-    launch_kernel(tk.split_bf16_kernel, (max(1, -(-w.numel() // block)),),
+    launch_kernel(
+        tk.split_bf16_kernel, (max(1, -(-w.numel() // block)),),
         w, parts, w.numel(), BLOCK=block, PDL=STREAM_PDL and pdl_supported(w.device))
     return parts
 
@@ -369,7 +375,7 @@ def _out_of_resources():
 def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, alpha_out=None,
                          mode=None, block_m=None, num_warps=None, num_stages=None, block_c=None,
                          stages_out=None, hoist_au=None, maxnreg=None, w_parts=None,
-                         input_grid=None, codes_out=None):
+                         input_grid=None, codes_out=None, bias=None):
     """Triton forward, no autograd. Returns ``out`` ``(N, d)``.
 
     Args:
@@ -386,6 +392,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         codes_out: with ``input_grid`` (at most 256 levels), an ``(N, d)`` ``uint8`` buffer
             that receives the codes of that rounding less ``qmin``
             (:meth:`~qgnn.kernels.fake_quant.RangeGrid.codes`).
+        bias: ``(d,)`` added to every row after the head (``"stream"``: as it writes ``out``;
+            the other modes add it after).
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -411,13 +419,14 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
     if mode == "split":
         scores = _scores(s if z is None else z, weight_a, bias_a, out=alpha_out)
         block_m = block_m or APPLY_BLOCK_M
-        launch_kernel(tk.lorap_apply_kernel, (max(1, -(-n // block_m)),),
+        launch_kernel(
+            tk.lorap_apply_kernel, (max(1, -(-n // block_m)),),
             s, scores, U, V, out, n, d, k,
             R=r, BLOCK_M=block_m, BLOCK_D=meta["BLOCK_D"], K_PAD=meta["K_PAD"],
             STORE_ALPHA=alpha_out is not None,
             num_warps=num_warps or APPLY_WARPS, num_stages=num_stages or 1,
         )
-        return out
+        return out if bias is None else out.add_(bias)
     if mode == "stream":
         block_m = block_m or STREAM_BLOCK_M
         block_c = block_c or STREAM_BLOCK_C
@@ -433,9 +442,12 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         pdl = STREAM_PDL and bool(w_split) and pdl_supported(s.device)  # right after the split
         if pdl:
             extra["launch_pdl"] = True
+        if bias is not None:
+            extra.update(bias_ptr=bias, ADD_BIAS=True)
 
         def launch(stages):
-            launch_kernel(tk.lorap_fwd_stream_kernel, (max(1, -(-n // block_m)),),
+            launch_kernel(
+                tk.lorap_fwd_stream_kernel, (max(1, -(-n // block_m)),),
                 s, s if z is None else z, w_hi, w_lo, bias_a, U, V, out,
                 alpha_out if alpha_out is not None else out,
                 n, d, d_in, k,
@@ -472,7 +484,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
     block_m = block_m or FWD_BLOCK_M
     tiles = -(-n // block_m)
     grid = (max(1, min(tiles, FWD_PROGRAMS_PER_SM * num_sms(s.device))),)
-    launch_kernel(tk.lorap_fwd_kernel, grid,
+    launch_kernel(
+        tk.lorap_fwd_kernel, grid,
         s, s if z is None else z, weight_a, bias_a, U, V, out,
         alpha_out if alpha_out is not None else out,
         n, d, d_in, k,
@@ -480,13 +493,13 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         num_stages=num_stages or FWD_STAGES, HOIST_W=FWD_HOIST_W,
         STORE_ALPHA=alpha_out is not None, **meta,
     )
-    return out
+    return out if bias is None else out.add_(bias)
 
 
 def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=None,
                           fuse_dz=None, block_m=None, num_warps=None, mode=None, block_c=None,
                           s_from_output=False, maxnreg=None, stages=None, input_grad=True,
-                          w_parts=None, input_grid=None, s_codes=None):
+                          w_parts=None, input_grid=None, s_codes=None, bias_grad=False):
     """Triton backward, no autograd.
 
     Args:
@@ -509,10 +522,13 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         s_codes: the forward's ``codes_out`` on ``input_grid`` (``uint8`` ``(N, d)``), for
             ``dW_a`` to read instead of ``s`` (a quarter of the bytes); ``s`` may then be
             ``None``. Needs ``alpha`` and no separate score input.
+        bias_grad: also return the gradient of an output bias added after the head (the
+            forward's ``bias``): the column sums of ``g``, which the ``"stream"`` pass forms
+            as it reads ``g``.
 
-    Returns ``(ds, dz, dW_a, db_a, dU, dV)``; ``dz`` is ``None`` when the score input is
-    ``s`` (its gradient is then folded into ``ds``); with a separate score input ``ds`` is
-    ``g`` itself.
+    Returns ``(ds, dz, dW_a, db_a, dU, dV)``, and with ``bias_grad`` the bias's gradient
+    ``(d,)`` last; ``dz`` is ``None`` when the score input is ``s`` (its gradient is then
+    folded into ``ds``); with a separate score input ``ds`` is ``g`` itself.
     """
     from qgnn.kernels import _triton_kernels as tk
 
@@ -558,8 +574,9 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     progs = max(1, tiles if stream else min(tiles, BWD_PROGRAMS_PER_SM * num_sms(s.device)))
     dsc = alloc((n, k), s, f32)
     dzs = alloc((n, d_in), zz) if fuse else dsc
-    # one row of partial sums per program, [db_a (k) | dU (k, r) | dV (r, d)]: one reduction
-    width = k + k * r + r * d
+    # one row of partial sums per program, [db_a (k) | dU (k, r) | dV (r, d) | bias (d)]:
+    # one reduction; the bias's column sums only from the "stream" pass
+    width = k + k * r + r * d + (d if bias_grad and stream else 0)
     part = alloc((progs, width), s, f32)
     min_rank = BWD_STREAM_RANK_DOT_MIN_RANK
     rank_dot = stream and min_rank is not None and r >= min_rank
@@ -573,15 +590,18 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         if w_split and w_parts is None:
             w_parts = split_bf16(weight_a)
         w_hi, w_lo = (w_parts[0], w_parts[1]) if w_split else (weight_a, weight_a)
-        launch_kernel(tk.lorap_bwd_stream_kernel, (progs,),
+        launch_kernel(
+            tk.lorap_bwd_stream_kernel, (progs,),
             g, alpha, w_hi, U, V, *outs, w_lo,
             BLOCK_C=bwd_block_c, PREC=prec, STAGES=stages or tuned[2],
             ALIGN_D=_pow2_divisor(d), ALIGN_DIN=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k),
-            RANK_DOT=rank_dot, W_SPLIT=w_split, num_warps=num_warps or tuned[1], **common,
+            RANK_DOT=rank_dot, W_SPLIT=w_split, BIAS_GRAD=bias_grad,
+            num_warps=num_warps or tuned[1], **common,
             **({"maxnreg": maxnreg} if maxnreg else {}),
         )
     else:
-        launch_kernel(tk.lorap_bwd_rows_kernel, (progs,),
+        launch_kernel(
+            tk.lorap_bwd_rows_kernel, (progs,),
             g, alpha, weight_a, U, V, *outs, BLOCK_D=max(16, _next_pow2(d)),
             BLOCK_DIN=max(16, _next_pow2(d_in)),
             num_warps=num_warps or BWD_WARPS, **common,
@@ -602,14 +622,17 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     if s_from_output:  # zz is out = s + (alpha U) V
         dwa -= (dsc.t() @ (alpha @ U.to(f32))) @ V.to(f32)
     sums = part.sum(0)
-    return (
+    grads = (
         ds,
         dz,
         dwa.to(weight_a.dtype),
         sums[:k].to(bias_a.dtype),
         sums[k:k + k * r].view(k, r).to(U.dtype),
-        sums[k + k * r:].view(r, d).to(V.dtype),
+        sums[k + k * r:k + k * r + r * d].view(r, d).to(V.dtype),
     )
+    if not bias_grad:
+        return grads
+    return grads + (sums[k + k * r + r * d:] if stream else g.sum(0, dtype=f32),)
 
 
 def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None,
@@ -638,7 +661,8 @@ def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None,
     rows_per_split = _cdiv(_cdiv(n, splits), DWA_BLOCK_M) * DWA_BLOCK_M  # whole row blocks
     splits = _cdiv(n, rows_per_split)
     part = alloc((splits, k, d_in), z, torch.float32)
-    launch_kernel(tk.lorap_dwa_splitk_kernel, (col_blocks, splits),
+    launch_kernel(
+        tk.lorap_dwa_splitk_kernel, (col_blocks, splits),
         d_scores, z, part, n, d_in, k, rows_per_split, BLOCK_M=DWA_BLOCK_M, BLOCK_C=DWA_BLOCK_C,
         K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
         ALIGN_D=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k), num_warps=DWA_WARPS,
@@ -655,7 +679,7 @@ class LorapInjectFunction(torch.autograd.Function):
     inside them, or ``None``."""
 
     @staticmethod
-    def forward(ctx, s, weight_a, bias_a, U, V, score_input, input_grid):
+    def forward(ctx, s, weight_a, bias_a, U, V, score_input, input_grid, bias):
         alpha = None
         if any(ctx.needs_input_grad):
             alpha = alloc((s.shape[0], U.shape[0]), s, torch.float32)
@@ -670,21 +694,26 @@ class LorapInjectFunction(torch.autograd.Function):
                 and s.shape[1] % DWA_MIN_ALIGN == 0 and dot_precision() != "tf32"):
             codes = alloc(s.shape, s, torch.uint8)
         out = lorap_forward_triton(s, weight_a, bias_a, U, V, score_input, alpha_out=alpha,
-                                   w_parts=w_parts, input_grid=input_grid, codes_out=codes)
+                                   w_parts=w_parts, input_grid=input_grid, codes_out=codes,
+                                   bias=bias)
         ctx.save_for_backward(s if codes is None else None, weight_a, bias_a, U, V, score_input,
                               alpha, w_parts, codes)
         ctx.input_grid = input_grid
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad):
         s, weight_a, bias_a, U, V, z, alpha, w_parts, codes = ctx.saved_tensors
-        ds, dz, dwa, dba, du, dv = lorap_backward_triton(
+        bias_grad = ctx.needs_input_grad[7]
+        grads = lorap_backward_triton(
             grad.contiguous(), s, weight_a, bias_a, U, V, z, alpha=alpha,
             input_grad=ctx.needs_input_grad[0] or ctx.needs_input_grad[5], w_parts=w_parts,
-            input_grid=ctx.input_grid, s_codes=codes,
+            input_grid=ctx.input_grid, s_codes=codes, bias_grad=bias_grad,
         )
-        return ds, dwa, dba, du, dv, dz, None
+        ds, dz, dwa, dba, du, dv = grads[:6]
+        db = grads[6].to(ctx.bias_dtype) if bias_grad else None
+        return ds, dwa, dba, du, dv, dz, None, db
 
 
 def lorap_inject(
@@ -695,6 +724,7 @@ def lorap_inject(
     V: Tensor,
     score_input: Optional[Tensor] = None,
     input_grid: Optional[RangeGrid] = None,
+    bias: Optional[Tensor] = None,
 ) -> Tensor:
     """``s + (softmax(z W_a^T + b_a) U) V``, fused on CUDA; same signature as the reference.
 
@@ -705,13 +735,16 @@ def lorap_inject(
         input_grid: a :class:`~qgnn.kernels.fake_quant.RangeGrid`: round ``s`` on it first
             (plain STE; the score input too when it is ``s``), inside the head's own pass
             over ``s`` on CUDA, so that a quantizer before the head costs no pass of its own.
+        bias: ``(d,)`` added after the head (the layer's output bias), or ``None``; on CUDA
+            in the head's own passes (the add as it writes, the gradient as it reads ``g``).
 
     Returns:
         ``(N, d)``, differentiable w.r.t. every tensor argument.
     """
-    _check(s, weight_a, bias_a, U, V, score_input)
-    if not use_triton(s, weight_a, bias_a, U, V, score_input):
-        return lorap_reference(s, weight_a, bias_a, U, V, score_input, input_grid)
+    _check(s, weight_a, bias_a, U, V, score_input, bias)
+    if not use_triton(s, weight_a, bias_a, U, V, score_input, bias):
+        return lorap_reference(s, weight_a, bias_a, U, V, score_input, input_grid, bias)
     args = [t.contiguous() for t in (s, weight_a, bias_a, U, V)]
     z = score_input.contiguous() if score_input is not None else None
-    return LorapInjectFunction.apply(*args, z, input_grid)
+    return LorapInjectFunction.apply(*args, z, input_grid,
+                                     bias.contiguous() if bias is not None else None)

@@ -162,7 +162,8 @@ def pack_rows(x: Tensor, grid: CodeGrid) -> PackedRows:
     cols = min(128, max(16, 1 << (d - 1).bit_length()))  # x columns per program
     block_m, block_b = 32, cols // per_byte
     grid_dims = (-(-n // block_m), -(-nbytes // block_b))
-    launch_kernel(tk.pack_rows_kernel, grid_dims,
+    launch_kernel(
+        tk.pack_rows_kernel, grid_dims,
         x, scale, offset, data, n, d, nbytes, float(grid.qmax - grid.qmin),
         BITS=bits, QMODE=GRANULARITIES.index(grid.granularity), BLOCK_M=block_m, BLOCK_B=block_b,
         num_warps=4,

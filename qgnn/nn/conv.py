@@ -88,12 +88,19 @@ class QuantizableConv(nn.Module):
     def _prompt_aggregate(self, s: Tensor, layer_input: Tensor) -> Tensor:
         return s if self.agg_prompt is None else self.agg_prompt(s, layer_input)
 
-    def _quantize_and_prompt(self, s: Tensor, layer_input: Tensor) -> Tensor:
-        """``prompt(Q_aggregate(s))``. A prompt that ``takes_quantizer`` (LoRAP) is handed
-        the quantizer, so that its fused kernel can round ``s`` in its own pass."""
-        if self.agg_prompt is not None and getattr(self.agg_prompt, "takes_quantizer", False):
-            return self.agg_prompt(s, layer_input, quantizer=self.quant["aggregate"])
-        return self._prompt_aggregate(self._q("aggregate", s), layer_input)
+    def _quantize_and_prompt(self, s: Tensor, layer_input: Tensor,
+                             bias: Optional[Tensor] = None) -> Tensor:
+        """``prompt(Q_aggregate(s)) (+ bias)``. A prompt that ``takes_quantizer`` (LoRAP) is
+        handed the quantizer, so that its fused kernel can round ``s`` in its own pass, and
+        one that ``takes_bias`` the bias, so that it adds it in that pass too."""
+        prompt = self.agg_prompt
+        if prompt is not None and getattr(prompt, "takes_quantizer", False):
+            if bias is not None and getattr(prompt, "takes_bias", False):
+                return prompt(s, layer_input, quantizer=self.quant["aggregate"], bias=bias)
+            s = prompt(s, layer_input, quantizer=self.quant["aggregate"])
+        else:
+            s = self._prompt_aggregate(self._q("aggregate", s), layer_input)
+        return s if bias is None else s + bias
 
 
 class QGCNConv(QuantizableConv):
@@ -158,10 +165,7 @@ class QGCNConv(QuantizableConv):
         else:
             norm = None if ops.is_dgl_graph(graph) else graph.edge_weight
         s = self._aggregate(graph, h, self._q("edge_weight", norm), "feature")
-        s = self._quantize_and_prompt(s, x)
-        if self.bias is not None:
-            s = s + self.bias
-        return self._q("output", s)
+        return self._q("output", self._quantize_and_prompt(s, x, self.bias))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, normalize={self.normalize}, dropout={self.dropout}"

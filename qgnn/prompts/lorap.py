@@ -39,14 +39,17 @@ class LoRAP(nn.Module):
 
     Shapes: ``s`` ``(N, d)``, ``layer_input`` ``(N, d_in)`` -> ``(N, d)``.
 
-    ``forward(s, layer_input, quantizer)`` applies ``quantizer`` (the layer's aggregate
+    ``forward(s, layer_input, quantizer, bias)`` applies ``quantizer`` (the layer's aggregate
     quantizer) to ``s`` first. Where that quantizer can hand its grid over
     (``grid_for_consumer``: vanilla QAT's per-tensor fake quantization with plain STE) and
     the head runs fused, the rounding happens inside the head's kernel: one pass over ``s``
-    for both instead of two.
+    for both instead of two. ``bias`` (the layer's output bias, ``(d,)``) is added after the
+    head, on CUDA inside its kernels: no pass of its own forward, and its gradient formed
+    as the backward reads the incoming gradient.
     """
 
     takes_quantizer = True
+    takes_bias = True
 
     def __init__(self, dim: int, k: int = 40, rank: int = 2, scorer_input: str = "aggregated",
                  score_dim: Optional[int] = None, fused: bool = True):
@@ -73,7 +76,7 @@ class LoRAP(nn.Module):
         nn.init.zeros_(self.V)
 
     def forward(self, s: Tensor, layer_input: Optional[Tensor] = None,
-                quantizer: Optional[nn.Module] = None) -> Tensor:
+                quantizer: Optional[nn.Module] = None, bias: Optional[Tensor] = None) -> Tensor:
         z = None
         if self.scorer_input == "layer_input":
             if layer_input is None:
@@ -86,7 +89,7 @@ class LoRAP(nn.Module):
             if grid is None:
                 s = quantizer(s)
         inject = lorap_inject if self.fused else lorap_reference
-        return inject(s, self.score.weight, self.score.bias, self.U, self.V, z, grid)
+        return inject(s, self.score.weight, self.score.bias, self.U, self.V, z, grid, bias)
 
     def flops_per_node(self) -> int:
         # scores (2 d_in k), softmax (~3 k), alpha U (2 k r), (alpha U) V (2 r d), add (d)

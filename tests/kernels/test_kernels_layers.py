@@ -196,3 +196,45 @@ def test_grid_for_consumer_only_where_the_consumer_can_round(force_triton):
     grid = q.grid_for_consumer(x)
     assert q.observer.ready and torch.equal(grid.fake_quantize(x), q.quantize(x))
     assert torch.equal(grid.range, torch.stack((x.min(), x.max())))
+
+
+def test_lorap_adds_the_gcn_bias_inside_its_kernel(force_triton, monkeypatch):
+    """A GCN layer hands its output bias to the fused LoRAP head: the same outputs and
+    gradients (the bias's too) as adding it after the head, with the head's forward given
+    the bias."""
+    from qgnn.kernels import lorap as lk
+    from qgnn.prompts import PromptConfig, attach_prompts
+
+    graph, x = small_graph(), torch.rand(30, 12, generator=torch.Generator().manual_seed(1))
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = NodeClassifier("gcn", 12, 16, 4, num_layers=2, dropout=0.0)
+        build_quantization(QuantConfig(method="qat", weight_bits=4, act_bits=4)).attach(
+            model, example=(graph, x))
+        attach_prompts(model, PromptConfig(aggregation="lorap"))
+        for name, p in model.named_parameters():  # V and the biases start at zero
+            if name.endswith(".V") or name.endswith(".bias"):
+                torch.nn.init.normal_(p, std=0.5)
+        models.append(model)
+    inside, after = models
+    after.load_state_dict(inside.state_dict())
+    for m in after.modules():
+        if getattr(m, "takes_bias", False):
+            m.takes_bias = False  # the layer adds its bias after the head
+    biases = []
+    real = lk.lorap_forward_triton
+    monkeypatch.setattr(lk, "lorap_forward_triton",
+                        lambda *a, bias=None, **kw: biases.append(bias) or real(*a, bias=bias, **kw))
+    inside.train()
+    after.train()
+    out = inside(graph, x)
+    assert len(biases) == 2 and all(b is not None for b in biases)
+    biases.clear()
+    ref = after(graph, x)
+    assert len(biases) == 2 and all(b is None for b in biases)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), list(inside.parameters()))
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(after.parameters()))
+    for (name, _), a, b in zip(inside.named_parameters(), grads, ref_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name

@@ -644,3 +644,63 @@ def test_codes_out_needs_a_grid_of_uint8_levels(force_triton):
     s, wa, ba, U, V = [x.float() for x in make(20, 16, 4, 2, None, 0)]
     with pytest.raises(ValueError, match="256 levels"):
         lk.lorap_forward_triton(s, wa, ba, U, V, codes_out=torch.empty(s.shape, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("mode,bwd_mode,fuse_dz", VARIANTS)
+@pytest.mark.parametrize("n,d,k,r,d_in", [(37, 24, 5, 2, None), (70, 128, 40, 2, None),
+                                          (23, 64, 40, 2, 128)])
+def test_output_bias_inside_the_head(force_triton, monkeypatch, n, d, k, r, d_in, mode, bwd_mode,
+                                     fuse_dz):
+    """``bias``: added after the head in the forward's pass (``"stream"``; after it otherwise),
+    its gradient from the backward's pass over ``g``: against float64, every mode."""
+    monkeypatch.setattr(lk, "FWD_MODE_EXACT", mode)
+    monkeypatch.setattr(lk, "FWD_MODE_TF32", mode)
+    monkeypatch.setattr(lk, "BWD_MODE", bwd_mode)
+    monkeypatch.setattr(lk, "BWD_FUSE_DZ", fuse_dz)
+    monkeypatch.setattr(lk, "STREAM_BLOCK_M", 16)
+    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_M", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
+    seed = torch.randint(0, 2**31, (1,)).item()
+    t64 = make(n, d, k, r, d_in, seed) + [torch.randn(d, dtype=torch.float64) * 3]
+    t64 = [x.requires_grad_() for x in t64]
+    z64, bias64 = (t64[5] if d_in else None), t64[-1]
+    ref = lorap_reference(*t64[:5], score_input=z64, bias=bias64)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, t64, grad_out)
+    t32 = [x.detach().float().requires_grad_() for x in t64]
+    out = lorap_inject(*t32[:5], score_input=t32[5] if d_in else None, bias=t32[-1])
+    assert "LorapInject" in type(out.grad_fn).__name__
+    grads = torch.autograd.grad(out, t32, grad_out.float())
+    assert rel(out, ref) < 1e-5
+    names = ["s", "W_a", "b_a", "U", "V"] + (["z"] if d_in else []) + ["bias"]
+    for name, a, b in zip(names, grads, ref_grads):
+        assert rel(a, b) < 1e-5, name
+    # without the bias the head is unchanged: the bias is all that differs
+    plain = lorap_inject(*[x.detach() for x in t32[:5]],
+                         score_input=t32[5].detach() if d_in else None)
+    assert torch.allclose(out.detach() - plain, t32[-1].detach().expand_as(plain), atol=1e-5)
+
+
+def test_output_bias_with_the_input_grid_and_without_its_gradient(force_triton, monkeypatch):
+    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
+    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
+    t32 = [x.float().requires_grad_() for x in make(45, 64, 40, 2, None, 5)]
+    bias = torch.randn(64)
+    grid = grid_of(False)
+    out = lorap_inject(*t32, input_grid=grid, bias=bias)  # bias needs no gradient
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, t32, grad_out)
+    t64 = [grid.fake_quantize(t32[0].detach()).double().requires_grad_()]
+    t64 += [x.detach().double().requires_grad_() for x in t32[1:]]
+    ref = lorap_reference(*t64, bias=bias.double())
+    ref_grads = torch.autograd.grad(ref, t64, grad_out.double())
+    assert rel(out, ref) < 1e-5
+    for name, a, b in zip(["s", "W_a", "b_a", "U", "V"], grads, ref_grads):
+        assert rel(a, b) < 1e-5, name
+
+
+def test_output_bias_shape_is_checked():
+    t = [x.float() for x in make(8, 16, 4, 2, None, 0)]
+    with pytest.raises(ValueError, match="bias must have shape \\(16,\\)"):
+        lorap_inject(*t, bias=torch.zeros(15))
