@@ -905,7 +905,8 @@ def _fake_quant_ste(x, s, s_inv, z, QMIN, QMAX):
 def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, COLS, QMIN, QMAX,
                       MIN_SCALE, INV_DIV, MODE: tl.constexpr, CLIPPED: tl.constexpr,
                       BACKWARD: tl.constexpr, RANGE: tl.constexpr, RECIPROCAL: tl.constexpr,
-                      GRID_OUT: tl.constexpr, BLOCK: tl.constexpr):
+                      GRID_OUT: tl.constexpr, BLOCK: tl.constexpr, bias_ptr=None,
+                      ADD_BIAS: tl.constexpr = False):
     """Fake quantization of ``N`` elements of ``x`` (rows of ``COLS``), as
     :func:`qgnn.quant.functional.fake_quantize` computes it: ``"ste"`` (``CLIPPED`` off)
     ``q = clamp(round(x / s) + z, QMIN, QMAX)``; ``"clipped"`` ``q = round(clamp(x / s + z,
@@ -917,7 +918,8 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, 
     observer's ``min`` / ``max``, and ``(s, z)`` are formed here (:func:`_range_grid`, affine
     or symmetric; ``INV_DIV``, ``RECIPROCAL`` as there). ``GRID_OUT``: also write the ``(s, z)`` so
     formed to ``gs_ptr`` / ``gz_ptr`` (one value each per tensor, row or column), the grid
-    that the low-bit gather packs the output on."""
+    that the low-bit gather packs the output on. ``ADD_BIAS`` (forward): add the ``(COLS,)``
+    vector at ``bias_ptr`` to every row of the result (a layer's bias, after the rounding)."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -957,4 +959,6 @@ def fake_quant_kernel(x_ptr, sc_ptr, zp_ptr, g_ptr, out_ptr, gs_ptr, gz_ptr, N, 
         else:
             q = tl.minimum(tl.maximum(_round_half_even(t) + z, QMIN), QMAX)
         res = (q - z) * s
+        if ADD_BIAS:
+            res += tl.load(bias_ptr + offs % COLS, mask=mask, other=0.0)
     tl.store(out_ptr + offs, res, mask=mask)

@@ -58,10 +58,12 @@ def _float32_reciprocal(levels: int) -> float:
 
 
 def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: int, rng: int,
-            grad: Optional[Tensor] = None, grid_out: Optional[tuple] = None) -> Tensor:
+            grad: Optional[Tensor] = None, grid_out: Optional[tuple] = None,
+            bias: Optional[Tensor] = None) -> Tensor:
     """``a``, ``b``: flat float32 scale / zero point (``rng`` 0) or min / max (1, 2).
     ``grid_out`` ``(scale, zero_point)``, two ``(G,)`` float32 tensors (forward with ``rng``
-    1 or 2): receive the grid formed on chip, ``G`` = 1, rows or columns as ``mode``."""
+    1 or 2): receive the grid formed on chip, ``G`` = 1, rows or columns as ``mode``.
+    ``bias``: forward only, a float32 ``(C,)`` added to every row of the ``(R, C)`` result."""
     from qgnn.kernels import _triton_kernels as tk
     from qgnn.quant.functional import MIN_SCALE
 
@@ -76,39 +78,42 @@ def _launch(x: Tensor, a: Tensor, b: Tensor, qmin, qmax, clipped: bool, mode: in
         x, a, b, grad if grad is not None else x, out, gs, gz, n, cols, float(qmin), float(qmax),
         MIN_SCALE, inv, MODE=mode, CLIPPED=clipped, BACKWARD=grad is not None, RANGE=rng,
         RECIPROCAL=x.is_cuda, GRID_OUT=grid_out is not None, BLOCK=BLOCK, num_warps=4,
+        **(dict(bias_ptr=bias, ADD_BIAS=True) if bias is not None else {}),
     )
     return out
 
 
 class FakeQuantizeFunction(torch.autograd.Function):
-    """Forward: the fake-quantized ``x``. Backward: ``g`` (``"ste"``), or ``g`` where the
-    value fell inside ``[qmin, qmax]`` and 0 where clamped (``"clipped"``, computed as torch's
-    autograd does, ``(g * scale) / scale``). ``a``, ``b``: see :func:`_launch`."""
+    """Forward: the fake-quantized ``x`` (plus ``bias`` when given). Backward: ``g``
+    (``"ste"``), or ``g`` where the value fell inside ``[qmin, qmax]`` and 0 where clamped
+    (``"clipped"``, computed as torch's autograd does, ``(g * scale) / scale``); the bias's
+    gradient is the column sums of ``g``. ``a``, ``b``: see :func:`_launch`."""
 
     @staticmethod
-    def forward(ctx, x, a, b, qmin, qmax, clipped, mode, rng, grid_out=None):
+    def forward(ctx, x, a, b, qmin, qmax, clipped, mode, rng, grid_out=None, bias=None):
         ctx.args = (qmin, qmax, clipped, mode, rng)
         if clipped:
             # copies: an observer's min / max change in place at its next call
             ctx.save_for_backward(x, a.clone() if rng else a, b.clone() if rng else b)
-        return _launch(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=grid_out)
+        return _launch(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=grid_out, bias=bias)
 
     @staticmethod
     def backward(ctx, grad):
         qmin, qmax, clipped, mode, rng = ctx.args
+        db = grad.sum(0) if ctx.needs_input_grad[9] else None
         if not clipped:
-            return (grad,) + (None,) * 8
+            return (grad,) + (None,) * 8 + (db,)
         x, a, b = ctx.saved_tensors
         dx = _launch(x, a, b, qmin, qmax, True, mode, rng, grad.contiguous())
-        return (dx,) + (None,) * 8
+        return (dx,) + (None,) * 8 + (db,)
 
 
-def _apply(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=None) -> Tensor:
+def _apply(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=None, bias=None) -> Tensor:
     """Through the autograd function where a gradient will flow, else the bare launch (its
     bookkeeping costs host time on every evaluation call)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return FakeQuantizeFunction.apply(x, a, b, qmin, qmax, clipped, mode, rng, grid_out)
-    return _launch(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=grid_out)
+    if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
+        return FakeQuantizeFunction.apply(x, a, b, qmin, qmax, clipped, mode, rng, grid_out, bias)
+    return _launch(x, a, b, qmin, qmax, clipped, mode, rng, grid_out=grid_out, bias=bias)
 
 
 def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str) -> Optional[Tensor]:
@@ -134,8 +139,8 @@ def fused_fake_quantize(x: Tensor, scale, zero_point, qmin, qmax, gradient: str)
 
 def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, qmin: int,
                                    qmax: int, symmetric: bool, granularity: str,
-                                   gradient: str, grid_out: Optional[tuple] = None
-                                   ) -> Optional[Tensor]:
+                                   gradient: str, grid_out: Optional[tuple] = None,
+                                   bias: Optional[Tensor] = None) -> Optional[Tensor]:
     """:func:`fused_fake_quantize` with the grid formed on chip from an observer's range,
     as ``FakeQuantize.qparams`` forms it (symmetric or affine), instead of by a dozen small
     torch ops per call. ``min_val`` / ``max_val``: ``()``, ``(R,)`` or ``(C,)`` for
@@ -143,8 +148,12 @@ def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, 
 
     ``grid_out``: ``(scale, zero_point)``, two ``(G,)`` float32 tensors (``G`` =
     ``min_val.numel()``) that receive the grid, so that a caller (the low-bit gather) need
-    not form it again."""
+    not form it again. ``bias``: a float32 ``(C,)`` for a 2-D ``x`` ``(R, C)``, added to every
+    row after the rounding, in the same pass (``None`` returned for any other bias)."""
     if x.dtype != torch.float32 or not x.is_contiguous() or x.numel() == 0 or x.dim() == 0:
+        return None
+    if bias is not None and (x.dim() != 2 or bias.shape != (x.shape[1],)
+                             or bias.dtype != torch.float32 or not bias.is_contiguous()):
         return None
     if min_val.dtype != torch.float32 or max_val.shape != min_val.shape:
         return None
@@ -160,7 +169,8 @@ def fused_fake_quantize_from_range(x: Tensor, min_val: Tensor, max_val: Tensor, 
                          f"{[(tuple(t.shape), t.dtype) for t in grid_out]}.")
     rng = RANGES["symmetric" if symmetric else "affine"]
     # min_val / max_val go as they are: the kernel indexes them flat (no reshape views)
-    return _apply(x, min_val, max_val, qmin, qmax, gradient == "clipped", mode, rng, grid_out)
+    return _apply(x, min_val, max_val, qmin, qmax, gradient == "clipped", mode, rng, grid_out,
+                  bias)
 
 
 class RangeGrid(NamedTuple):

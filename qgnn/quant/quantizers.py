@@ -153,11 +153,21 @@ class FakeQuantize(QuantizerBase):
         return (QF.broadcastable(scale, x, self.granularity),
                 QF.broadcastable(zero_point, x, self.granularity))
 
-    def quantize(self, x: Tensor) -> Tensor:
-        """Fake-quantize with the current range, without observing."""
+    def quantize(self, x: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+        """Fake-quantize with the current range, without observing; ``bias`` (``(C,)`` for
+        ``x`` ``(N, C)``) is added after, in the fused kernel's own pass where it runs."""
         if not self.observer.ready:
-            return x
-        if self.fused and use_triton(x):
+            return x if bias is None else x + bias
+        if self.fused and use_triton(x) and bias is not None:
+            obs = self.observer
+            out = fused_fake_quantize_from_range(x, obs.min_val, obs.max_val, self.qmin, self.qmax,
+                                                 self.symmetric, self.granularity, self.gradient,
+                                                 bias=bias)
+            if out is not None:
+                self._record(x, self.bits)
+                object.__setattr__(self, "_last_grid", None)  # out is off the grid: + bias
+                return out
+        elif self.fused and use_triton(x):
             obs = self.observer
             # The kernel also writes the grid it forms, for code_grid (no second forming),
             # into a buffer kept across calls (no allocation per call).
@@ -177,7 +187,15 @@ class FakeQuantize(QuantizerBase):
         object.__setattr__(self, "_last_grid", None)
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
-        return QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
+        out = QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
+        return out if bias is None else out + bias
+
+    def forward_add(self, x: Tensor, bias: Tensor) -> Tensor:
+        """``self(x) + bias``: on CUDA the add runs in the rounding's own pass (a layer's
+        bias after its aggregate quantizer, with no pass of its own)."""
+        if self.training:
+            self.observe(x)
+        return self.quantize(x, bias)
 
     def grid_for_consumer(self, x: Tensor) -> Optional[RangeGrid]:
         """Hand the rounding of ``x`` to the kernel that consumes it (LoRAP's fused head):

@@ -167,3 +167,42 @@ def test_a_quantizer_with_a_cached_grid_pickles(force_triton):
     assert not hasattr(loaded, "_last_grid")
     assert torch.equal(loaded.eval()(x), q.eval()(x))
     assert torch.equal(loaded.code_grid(y).scale.reshape(-1), q.code_grid(y).scale.reshape(-1))
+
+
+@pytest.mark.parametrize("gradient", ["ste", "clipped"])
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_row", "per_column"])
+def test_forward_add_puts_the_bias_in_the_rounding_pass(force_triton, monkeypatch, gradient,
+                                                        granularity):
+    """``FakeQuantize.forward_add(x, bias)``: one fused launch, equal to the quantizer then the
+    add (values bit for bit; gradients of ``x`` and of the bias), training and evaluation;
+    the output, off the grid, gets no code grid."""
+    from qgnn.kernels import fake_quant
+    from qgnn.quant import FakeQuantize, MinMaxObserver
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(29, 13, generator=gen) * 3
+    bias = torch.randn(13, generator=gen)
+    launches = []
+    real = fake_quant._launch
+    monkeypatch.setattr(fake_quant, "_launch", lambda *a, **kw: launches.append(kw) or real(*a, **kw))
+    quantizers = [FakeQuantize(bits=4, gradient=gradient,
+                               observer=MinMaxObserver(momentum=0.3, granularity=granularity))
+                  for _ in range(2)]
+    for training in (True, False):
+        outs, grads = [], []
+        grad_out = torch.randn(29, 13, generator=gen)
+        for i, q in enumerate(quantizers):
+            q.train(training)
+            xa, ba = x.clone().requires_grad_(), bias.clone().requires_grad_()
+            launches.clear()
+            out = q.forward_add(xa, ba) if i == 0 else q(xa) + ba
+            if i == 0:
+                assert len(launches) == 1 and launches[0].get("bias") is ba
+                assert q.code_grid(out) is not None  # formed again, not the kernel's
+            outs.append(out)
+            grads.append(torch.autograd.grad(out, [xa, ba], grad_out))
+        assert torch.equal(outs[0], outs[1])
+        assert torch.equal(grads[0][0], grads[1][0])
+        assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    for a, b in zip(quantizers[0].buffers(), quantizers[1].buffers()):
+        assert torch.equal(a, b)

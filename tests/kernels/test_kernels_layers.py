@@ -238,3 +238,44 @@ def test_lorap_adds_the_gcn_bias_inside_its_kernel(force_triton, monkeypatch):
     ref_grads = torch.autograd.grad(ref.square().sum(), list(after.parameters()))
     for (name, _), a, b in zip(inside.named_parameters(), grads, ref_grads):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("method", ["qat", "dq"])
+def test_gcn_without_prompt_adds_its_bias_in_the_aggregate_rounding(force_triton, monkeypatch,
+                                                                    method):
+    """No prompt: the aggregate quantizer adds the GCN bias in its own rounding pass
+    (``forward_add``, vanilla QAT's FakeQuantize; DQ's masked quantizer adds it after), with
+    the outputs and gradients of the quantizer followed by the add."""
+    from qgnn.kernels import fake_quant
+
+    graph, x = small_graph(), torch.rand(30, 12, generator=torch.Generator().manual_seed(2))
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = NodeClassifier("gcn", 12, 16, 4, num_layers=2, dropout=0.0)
+        build_quantization(QuantConfig(method=method, weight_bits=4, act_bits=4)).attach(
+            model, example=(graph, x))
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                torch.nn.init.normal_(p, std=0.5)
+        models.append(model)
+    inside, after = models
+    after.load_state_dict(inside.state_dict())
+    for conv in after.convs:
+        conv.quant["aggregate"].forward_add = None  # the quantizer, then the add
+    with_bias = []
+    real = fake_quant._launch
+    monkeypatch.setattr(fake_quant, "_launch",
+                        lambda *a, **kw: with_bias.append(kw.get("bias") is not None) or real(*a, **kw))
+    torch.manual_seed(5)
+    out = inside(graph, x)
+    assert sum(with_bias) == (2 if method == "qat" else 0)
+    with_bias.clear()
+    torch.manual_seed(5)
+    ref = after(graph, x)
+    assert sum(with_bias) == 0
+    assert torch.equal(out, ref)
+    grads = torch.autograd.grad(out.square().sum(), list(inside.parameters()))
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(after.parameters()))
+    for (name, _), a, b in zip(inside.named_parameters(), grads, ref_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
