@@ -85,8 +85,14 @@ class QuantizableConv(nn.Module):
     def _prompt_nodes(self, x: Tensor) -> Tensor:
         return x if self.node_prompt is None else self.node_prompt(x)
 
-    def _prompt_aggregate(self, s: Tensor, layer_input: Tensor) -> Tensor:
-        return s if self.agg_prompt is None else self.agg_prompt(s, layer_input)
+    def _prompt_aggregate(self, s: Tensor, layer_input: Tensor,
+                          bias: Optional[Tensor] = None) -> Tensor:
+        """``prompt(s) (+ bias)``; a prompt that ``takes_bias`` adds the bias itself."""
+        prompt = self.agg_prompt
+        if prompt is not None and bias is not None and getattr(prompt, "takes_bias", False):
+            return prompt(s, layer_input, bias=bias)
+        s = s if prompt is None else prompt(s, layer_input)
+        return s if bias is None else s + bias
 
     def _quantize_and_prompt(self, s: Tensor, layer_input: Tensor,
                              bias: Optional[Tensor] = None) -> Tensor:
@@ -103,7 +109,7 @@ class QuantizableConv(nn.Module):
         elif add is not None:
             return add(s, bias)  # the add in the rounding's own pass
         else:
-            s = self._prompt_aggregate(self._q("aggregate", s), layer_input)
+            return self._prompt_aggregate(self._q("aggregate", s), layer_input, bias)
         return s if bias is None else s + bias
 
 
@@ -340,10 +346,7 @@ class QGATConv(QuantizableConv):
         alpha = F.dropout(alpha, self.attn_dropout, self.training)
         s = self._q("aggregate", self._aggregate(graph, h, alpha))  # (N, H, F)
         s = s.flatten(1) if self.concat else s.mean(1)
-        s = self._prompt_aggregate(s, x)
-        if self.bias is not None:
-            s = s + self.bias
-        return self._q("output", s)
+        return self._q("output", self._prompt_aggregate(s, x, self.bias))
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}, dropout={self.dropout}"

@@ -198,10 +198,11 @@ def test_grid_for_consumer_only_where_the_consumer_can_round(force_triton):
     assert torch.equal(grid.range, torch.stack((x.min(), x.max())))
 
 
-def test_lorap_adds_the_gcn_bias_inside_its_kernel(force_triton, monkeypatch):
-    """A GCN layer hands its output bias to the fused LoRAP head: the same outputs and
-    gradients (the bias's too) as adding it after the head, with the head's forward given
-    the bias."""
+@pytest.mark.parametrize("arch", ["gcn", "gat"])
+def test_lorap_adds_the_layer_bias_inside_its_kernel(force_triton, monkeypatch, arch):
+    """A GCN or GAT layer hands its output bias to the fused LoRAP head: the same outputs
+    and gradients (the bias's too) as adding it after the head, with the head's forward
+    given the bias."""
     from qgnn.kernels import lorap as lk
     from qgnn.prompts import PromptConfig, attach_prompts
 
@@ -209,7 +210,7 @@ def test_lorap_adds_the_gcn_bias_inside_its_kernel(force_triton, monkeypatch):
     models = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = NodeClassifier("gcn", 12, 16, 4, num_layers=2, dropout=0.0)
+        model = NodeClassifier(arch, 12, 16, 4, num_layers=2, dropout=0.0, heads=2)
         build_quantization(QuantConfig(method="qat", weight_bits=4, act_bits=4)).attach(
             model, example=(graph, x))
         attach_prompts(model, PromptConfig(aggregation="lorap"))
