@@ -34,6 +34,18 @@ def per_call_us(fn, calls):
     return (time.perf_counter() - start) / calls * 1e6
 
 
+def interleaved_rounds(cases: dict, rounds: int, calls: int) -> dict:
+    """Per-call microseconds of every case, ``rounds`` rounds taking the cases in turn (after
+    one warm-up call each): ``{name: [us per round]}``."""
+    for fn in cases.values():
+        fn()
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            times[name].append(per_call_us(fn, calls))
+    return times
+
+
 def main():
     n, d, k, r = int(os.environ.get("NROWS", 2708)), 256, 40, 2
     rounds, calls = int(os.environ.get("ROUNDS", 10)), int(os.environ.get("CALLS", 2000))
@@ -58,12 +70,7 @@ def main():
         "split_bf16 alone": lambda: L.split_bf16(wa),
         "torch ops": lambda: L.lorap_reference(s, wa, ba, u, v),
     }
-    for fn in cases.values():
-        fn()
-    times = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            times[name].append(per_call_us(fn, calls))
+    times = interleaved_rounds(cases, rounds, calls)
     L.STREAM_SPLIT_W, L.STREAM_SPLIT_W_MIN_ELEMENTS, L.STREAM_PDL = True, min_elements, False
     res = {"device": torch.cuda.get_device_name(), "n": n, "calls": calls, "rounds": rounds,
            "us_per_call": {name: statistics.median(t) for name, t in times.items()},

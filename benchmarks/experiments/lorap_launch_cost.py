@@ -23,13 +23,14 @@ import os
 import pstats
 import statistics
 import sys
-import time
 
 sys.path.insert(0, ".")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
 
+from lorap_host_cost import interleaved_rounds  # noqa: E402  (this folder)
 from qgnn.kernels import _launch  # noqa: E402
 from qgnn.kernels import _triton_kernels as tk  # noqa: E402
 from qgnn.kernels import lorap as L  # noqa: E402
@@ -38,13 +39,18 @@ torch.backends.cuda.matmul.allow_tf32 = False
 OUT = os.environ.get("OUT", "/tmp")
 
 
-def per_call_us(fn, calls):
-    torch.cuda.synchronize()
-    start = time.perf_counter()
+def profile(fn, calls: int, name: str, rows: int) -> None:
+    """``cProfile`` of ``calls`` calls of ``fn``: the top ``rows`` by own time to OUT/name."""
+    prof = cProfile.Profile()
+    prof.enable()
     for _ in range(calls):
         fn()
+    prof.disable()
     torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e6
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(rows)
+    with open(os.path.join(OUT, name), "w") as f:
+        f.write(text.getvalue())
 
 
 class Recorder:
@@ -149,34 +155,10 @@ def host_table(rounds, calls):
     direct = direct_runner(*split_launch)
     if direct is not None:
         cases["split kernel, CompiledKernel.run"] = direct
-    for fn in cases.values():
-        fn()
-    times = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            times[name].append(per_call_us(fn, calls))
+    times = interleaved_rounds(cases, rounds, calls)
     L.STREAM_SPLIT_W_MIN_ELEMENTS = min_elements
-
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(calls):
-        forward(True)
-    prof.disable()
-    torch.cuda.synchronize()
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(30)
-    with open(os.path.join(OUT, "lorap_launch_profile.txt"), "w") as f:
-        f.write(text.getvalue())
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(calls // 4):
-        autograd_step()
-    prof.disable()
-    torch.cuda.synchronize()
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(40)
-    with open(os.path.join(OUT, "lorap_launch_profile_autograd.txt"), "w") as f:
-        f.write(text.getvalue())
+    profile(lambda: forward(True), calls, "lorap_launch_profile.txt", 30)
+    profile(autograd_step, calls // 4, "lorap_launch_profile_autograd.txt", 40)
     L.STREAM_SPLIT_W_MIN_ELEMENTS = min_elements
     return {name: statistics.median(t) for name, t in times.items()}, times
 

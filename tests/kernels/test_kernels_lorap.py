@@ -41,20 +41,27 @@ VARIANTS = [("split", "rows", True), ("split", "rows", False), ("fused", "rows",
             ("stream", "stream", True), ("stream", "stream", False), ("fused", "stream", True)]
 
 
+def small_stream_blocks(monkeypatch):
+    """Small chunks, so that several column chunks and row blocks (the last one partial) run."""
+    for name in ("STREAM_BLOCK_M", "STREAM_BLOCK_C", "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C"):
+        monkeypatch.setattr(lk, name, 16)
+
+
+def use_modes(monkeypatch, mode, bwd_mode, fuse_dz):
+    """Forward mode, backward row pass, ds / dz in that pass or through cuBLAS; small blocks."""
+    monkeypatch.setattr(lk, "FWD_MODE_EXACT", mode)
+    monkeypatch.setattr(lk, "FWD_MODE_TF32", mode)
+    monkeypatch.setattr(lk, "BWD_MODE", bwd_mode)
+    monkeypatch.setattr(lk, "BWD_FUSE_DZ", fuse_dz)
+    small_stream_blocks(monkeypatch)
+
+
 @pytest.mark.parametrize("mode,bwd_mode,fuse_dz", VARIANTS)
 @pytest.mark.parametrize("n,d,k,r,d_in", SHAPES)
 def test_forward_and_gradients_match_float64(force_triton, monkeypatch, n, d, k, r, d_in, mode,
                                              bwd_mode, fuse_dz):
     """Forward modes x backward row passes x (ds / dz in the Triton pass or through cuBLAS)."""
-    monkeypatch.setattr(lk, "FWD_MODE_EXACT", mode)
-    monkeypatch.setattr(lk, "FWD_MODE_TF32", mode)
-    monkeypatch.setattr(lk, "BWD_MODE", bwd_mode)
-    monkeypatch.setattr(lk, "BWD_FUSE_DZ", fuse_dz)
-    # Small chunks, so that several column chunks and row blocks (the last one partial) run.
-    monkeypatch.setattr(lk, "STREAM_BLOCK_M", 16)
-    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
-    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_M", 16)
-    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
+    use_modes(monkeypatch, mode, bwd_mode, fuse_dz)
     seed = torch.randint(0, 2**31, (1,)).item()  # fresh inputs every run
     t64 = [x.requires_grad_() for x in make(n, d, k, r, d_in, seed)]
     z64 = t64[5] if d_in else None
@@ -526,10 +533,7 @@ def test_input_grid_rounds_s_inside_the_head(force_triton, monkeypatch, n, d, k,
     """``input_grid``: the head acts on ``s`` rounded on the grid (plain STE), in the streamed
     kernels (``d`` = 64: the split-K ``dW_a`` rounds ``s`` too) or on a rounded copy."""
     monkeypatch.setattr(lk, "FWD_MODE_EXACT", mode)
-    monkeypatch.setattr(lk, "STREAM_BLOCK_M", 16)
-    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
-    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_M", 16)
-    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
+    small_stream_blocks(monkeypatch)
     seed = torch.randint(0, 2**31, (1,)).item()
     t32 = [x.float().requires_grad_() for x in make(n, d, k, r, d_in, seed)]
     z = t32[5] if d_in else None
@@ -653,14 +657,7 @@ def test_output_bias_inside_the_head(force_triton, monkeypatch, n, d, k, r, d_in
                                      fuse_dz):
     """``bias``: added after the head in the forward's pass (``"stream"``; after it otherwise),
     its gradient from the backward's pass over ``g``: against float64, every mode."""
-    monkeypatch.setattr(lk, "FWD_MODE_EXACT", mode)
-    monkeypatch.setattr(lk, "FWD_MODE_TF32", mode)
-    monkeypatch.setattr(lk, "BWD_MODE", bwd_mode)
-    monkeypatch.setattr(lk, "BWD_FUSE_DZ", fuse_dz)
-    monkeypatch.setattr(lk, "STREAM_BLOCK_M", 16)
-    monkeypatch.setattr(lk, "STREAM_BLOCK_C", 16)
-    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_M", 16)
-    monkeypatch.setattr(lk, "BWD_STREAM_BLOCK_C", 16)
+    use_modes(monkeypatch, mode, bwd_mode, fuse_dz)
     seed = torch.randint(0, 2**31, (1,)).item()
     t64 = make(n, d, k, r, d_in, seed) + [torch.randn(d, dtype=torch.float64) * 3]
     t64 = [x.requires_grad_() for x in t64]
