@@ -15,7 +15,7 @@ That key is at least as fine as Triton's, so a hit launches the kernel Triton wo
 picked, through the same ``CompiledKernel.run`` call Triton makes after its own lookup. A new
 key takes Triton's path once (compiling if needed). Triton's CPU interpreter, a callable
 grid, an argument of another type, a Triton release outside :data:`TRITON_VERSIONS` and
-``FAST_LAUNCH = False`` always take Triton's path.
+``FAST_LAUNCH = False`` (``QGNN_FAST_LAUNCH=0``) always take Triton's path.
 
 Checked on one H100 and one H200 (``benchmarks/diagnostics/launch_check.py``): two training
 epochs of a W4A4 GCN with GPF-plus and LoRAP, and the LoRAP kernels on aligned and unaligned
@@ -24,12 +24,15 @@ inputs, give bit-identical results through either path.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 Tensor = torch.Tensor
 
-# Off: every launch goes through ``kernel[grid](...)``.
-FAST_LAUNCH = True
+# Off (or ``QGNN_FAST_LAUNCH=0`` in the environment at import): every launch goes through
+# ``kernel[grid](...)``.
+FAST_LAUNCH = os.environ.get("QGNN_FAST_LAUNCH", "1") != "0"
 
 _TABLES: dict = {}  # kernel -> _Table
 _RUNTIME: list = []  # filled by _runtime() on first use

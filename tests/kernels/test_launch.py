@@ -179,3 +179,16 @@ def test_the_supported_releases_include_the_installed_one():
     assert _launch.TRITON_VERSIONS[0] <= version < _launch.TRITON_VERSIONS[1], (
         f"triton {triton.__version__}: check JITFunction.run against qgnn/kernels/_launch.py "
         "and widen TRITON_VERSIONS")
+
+
+def test_the_environment_switch_is_read_at_import(monkeypatch):
+    import importlib
+
+    monkeypatch.setenv("QGNN_FAST_LAUNCH", "0")
+    try:
+        assert importlib.reload(_launch).FAST_LAUNCH is False
+        monkeypatch.setenv("QGNN_FAST_LAUNCH", "1")
+        assert importlib.reload(_launch).FAST_LAUNCH is True
+    finally:
+        monkeypatch.delenv("QGNN_FAST_LAUNCH")
+        importlib.reload(_launch)
