@@ -101,16 +101,14 @@ class QuantizableConv(nn.Module):
         one that ``takes_bias`` the bias, so that it adds it in that pass too. Without a
         prompt, a quantizer with ``forward_add`` adds the bias in its own rounding pass."""
         prompt, quantizer = self.agg_prompt, self.quant["aggregate"]
-        add = getattr(quantizer, "forward_add", None) if prompt is None and bias is not None else None
         if prompt is not None and getattr(prompt, "takes_quantizer", False):
             if bias is not None and getattr(prompt, "takes_bias", False):
                 return prompt(s, layer_input, quantizer=quantizer, bias=bias)
             s = prompt(s, layer_input, quantizer=quantizer)
-        elif add is not None:
-            return add(s, bias)  # the add in the rounding's own pass
-        else:
-            return self._prompt_aggregate(self._q("aggregate", s), layer_input, bias)
-        return s if bias is None else s + bias
+            return s if bias is None else s + bias
+        if prompt is None and bias is not None and getattr(quantizer, "forward_add", None):
+            return quantizer.forward_add(s, bias)  # the add in the rounding's own pass
+        return self._prompt_aggregate(self._q("aggregate", s), layer_input, bias)
 
 
 class QGCNConv(QuantizableConv):
