@@ -158,37 +158,35 @@ class FakeQuantize(QuantizerBase):
         ``x`` ``(N, C)``) is added after, in the fused kernel's own pass where it runs."""
         if not self.observer.ready:
             return x if bias is None else x + bias
-        if self.fused and use_triton(x) and bias is not None:
-            obs = self.observer
-            out = fused_fake_quantize_from_range(x, obs.min_val, obs.max_val, self.qmin, self.qmax,
-                                                 self.symmetric, self.granularity, self.gradient,
-                                                 bias=bias)
-            if out is not None:
-                self._record(x, self.bits)
-                object.__setattr__(self, "_last_grid", None)  # out is off the grid: + bias
-                return out
-        elif self.fused and use_triton(x):
+        if self.fused and use_triton(x):
             obs = self.observer
             # The kernel also writes the grid it forms, for code_grid (no second forming),
-            # into a buffer kept across calls (no allocation per call).
-            grid = getattr(self, "_grid_buffer", None)
-            if grid is None or grid[0].numel() != obs.min_val.numel() or grid[0].device != x.device:
-                grid = tuple(torch.empty(obs.min_val.numel(), dtype=torch.float32, device=x.device)
-                             for _ in range(2))
-                self._grid_buffer = grid
+            # into a buffer kept across calls (no allocation per call); not with a bias,
+            # whose output is off the grid.
+            grid = None if bias is not None else self._grid_buffer_for(x)
             out = fused_fake_quantize_from_range(x, obs.min_val, obs.max_val, self.qmin, self.qmax,
                                                  self.symmetric, self.granularity, self.gradient,
-                                                 grid_out=grid)
+                                                 grid_out=grid, bias=bias)
             if out is not None:
                 self._record(x, self.bits)
                 # plain attribute write: nn.Module.__setattr__ costs ~5 us a call
-                object.__setattr__(self, "_last_grid", (weakref.ref(out), grid))
+                object.__setattr__(self, "_last_grid",
+                                   None if grid is None else (weakref.ref(out), grid))
                 return out
         object.__setattr__(self, "_last_grid", None)
         scale, zero_point = self.qparams(x)
         self._record(x, self.bits)
         out = QF.fake_quantize(x, scale, zero_point, self.qmin, self.qmax, self.gradient, self.fused)
         return out if bias is None else out + bias
+
+    def _grid_buffer_for(self, x: Tensor) -> tuple:
+        """Two float32 buffers of one value per group of the observer's range, on x's device."""
+        numel = self.observer.min_val.numel()
+        grid = getattr(self, "_grid_buffer", None)
+        if grid is None or grid[0].numel() != numel or grid[0].device != x.device:
+            grid = tuple(torch.empty(numel, dtype=torch.float32, device=x.device) for _ in range(2))
+            self._grid_buffer = grid
+        return grid
 
     def forward_add(self, x: Tensor, bias: Tensor) -> Tensor:
         """``self(x) + bias``: on CUDA the add runs in the rounding's own pass (a layer's
