@@ -38,6 +38,19 @@ def alloc(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device=like.device)
 
 
+def column_sums(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C)`` -> ``(C,)``: the sum of the rows, in ``x``'s dtype (float32 accumulation).
+
+    On CUDA a float32 ``x`` is summed as the matrix-vector product ``x^T 1`` (cuBLAS; no
+    tensor cores, deterministic), which reads ``x`` at close to copy speed, where torch's
+    reduction over the first dimension does not: one H100, ``(169343, 256)``, 61-64 against
+    148-149 us; ``(169343, 40)`` 11.6 against 20.7 us, errors against float64 4e-7 and 3e-7
+    (benchmarks/experiments/row_reductions.py). A layer bias's gradient is such a sum."""
+    if x.is_cuda and x.dtype == torch.float32 and x.dim() == 2 and x.shape[0] and x.shape[1]:
+        return torch.mv(x.t(), x.new_ones(x.shape[0]))
+    return x.sum(0, dtype=torch.float32).to(x.dtype) if x.dim() == 2 else x.sum(0)
+
+
 # ``tl.dot`` input precision when torch keeps float32 matmuls off tf32 (its default).
 # "bf16x3" splits each float32 operand into two bf16 terms and sums three bf16 products on the
 # tensor cores (bf16 runs at twice tf32's rate). Streamed LoRAP on one H100 (N=169,343, d=256,

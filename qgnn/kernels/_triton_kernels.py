@@ -173,19 +173,26 @@ def _split(x, W_SPLIT: tl.constexpr):
 
 
 @triton.jit
-def _split_dot(a_hi, a_lo, b_hi, b_lo, acc, W_SPLIT: tl.constexpr):
+def _split_dot(a_hi, a_lo, b_hi, b_lo, acc, W_SPLIT: tl.constexpr, A_EXACT: tl.constexpr = False,
+               B_EXACT: tl.constexpr = False):
     """``acc + a b`` from bfloat16 parts: ``a_lo b_hi + a_hi b_lo + a_hi b_hi`` (small terms
-    first), what ``input_precision="bf16x3"`` computes. ``W_SPLIT`` = 2: the same products in
-    float32, because Triton's CPU interpreter computes bfloat16 products wrongly."""
+    first), what ``input_precision="bf16x3"`` computes. ``A_EXACT`` / ``B_EXACT``: that
+    operand is exact in bfloat16 (small integers: quantization codes), its low part zero and
+    its product left out. ``W_SPLIT`` = 2: the same products in float32, because Triton's
+    CPU interpreter computes bfloat16 products wrongly."""
     if W_SPLIT == 2:
         a_hi, a_lo = a_hi.to(tl.float32), a_lo.to(tl.float32)
         b_hi, b_lo = b_hi.to(tl.float32), b_lo.to(tl.float32)
-        acc = tl.dot(a_lo, b_hi, acc, input_precision="ieee")
-        acc = tl.dot(a_hi, b_lo, acc, input_precision="ieee")
+        if not A_EXACT:
+            acc = tl.dot(a_lo, b_hi, acc, input_precision="ieee")
+        if not B_EXACT:
+            acc = tl.dot(a_hi, b_lo, acc, input_precision="ieee")
         acc = tl.dot(a_hi, b_hi, acc, input_precision="ieee")
     else:
-        acc = tl.dot(a_lo, b_hi, acc)
-        acc = tl.dot(a_hi, b_lo, acc)
+        if not A_EXACT:
+            acc = tl.dot(a_lo, b_hi, acc)
+        if not B_EXACT:
+            acc = tl.dot(a_hi, b_lo, acc)
         acc = tl.dot(a_hi, b_hi, acc)
     return acc
 
@@ -193,7 +200,7 @@ def _split_dot(a_hi, a_lo, b_hi, b_lo, acc, W_SPLIT: tl.constexpr):
 @triton.jit
 def _chunk_scores(z, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, acc,
                   K_OFF: tl.constexpr, K_W: tl.constexpr, PREC: tl.constexpr,
-                  W_SPLIT: tl.constexpr):
+                  W_SPLIT: tl.constexpr, Z_EXACT: tl.constexpr = False):
     """``acc += z[:, cols] W_a^T[cols, K_OFF:K_OFF + K_W]`` on the tensor cores.
 
     ``W_SPLIT`` = 0: ``W_a`` float32 at ``wa_ptr``, one ``tl.dot`` at ``PREC``. Otherwise
@@ -201,6 +208,7 @@ def _chunk_scores(z, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, acc,
     once a call) and ``z_hi`` / ``z_lo`` those of the tile (:func:`_split`, once a chunk):
     the split ``W_a^T`` tile then goes from global to shared memory as it is, where
     ``bf16x3`` would split it in registers and write it back to shared memory every chunk.
+    ``Z_EXACT``: ``z_hi`` is the tile itself, exact in bfloat16 (codes): two products.
     """
     kk = K_OFF + tl.arange(0, K_W)
     wmask = cmask[:, None] & (kk < K)[None, :]
@@ -211,7 +219,7 @@ def _chunk_scores(z, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, acc,
     else:
         w_hi = tl.load(wa_ptr + kk[None, :] * D_IN + cols[:, None], mask=wmask, other=0.0)
         w_lo = tl.load(wlo_ptr + kk[None, :] * D_IN + cols[:, None], mask=wmask, other=0.0)
-        acc = _split_dot(z_hi, z_lo, w_hi, w_lo, acc, W_SPLIT)
+        acc = _split_dot(z_hi, z_lo, w_hi, w_lo, acc, W_SPLIT, A_EXACT=Z_EXACT)
     return acc
 
 
@@ -266,7 +274,7 @@ def lorap_fwd_stream_kernel(
     q_range_ptr=None, QMIN=0.0, QMAX=0.0, MIN_SCALE=0.0, INV_DIV=0.0,
     QUANT_S: tl.constexpr = 0, QUANT_Z: tl.constexpr = False, RECIPROCAL: tl.constexpr = True,
     codes_ptr=None, CODES_OUT: tl.constexpr = False,
-    bias_ptr=None, ADD_BIAS: tl.constexpr = False,
+    bias_ptr=None, ADD_BIAS: tl.constexpr = False, CODE_SCORES: tl.constexpr = False,
 ):
     """``out = s + (softmax(z W_a^T + b_a) U) V`` for ``BLOCK_M`` rows, streamed in column
     chunks of ``BLOCK_C`` (``z`` is ``s`` itself unless the caller passes another tensor).
@@ -292,7 +300,10 @@ def lorap_fwd_stream_kernel(
     :func:`_range_grid`), wherever it is read: the aggregate quantizer's own pass over ``s``,
     folded into this one. ``QUANT_Z``: the score input is that rounded ``s`` too.
     ``CODES_OUT``: also write its codes less ``QMIN`` as ``uint8`` to ``codes_ptr`` ``(N, D)``
-    (a quarter of the bytes of ``s``, for the backward's ``dW_a``).
+    (a quarter of the bytes of ``s``, for the backward's ``dW_a``). ``CODE_SCORES`` (with
+    ``QUANT_Z``): form the scores as ``scale ((code - zero) W_a^T)``: ``code - zero`` are
+    integers of at most 8 bits, exact in bfloat16, so with ``W_SPLIT`` the product takes two
+    bf16 products rather than three, and the tile is neither dequantized nor split.
 
     ``ADD_BIAS``: also add the ``(D,)`` vector at ``bias_ptr`` to every row, after the head
     (the layer's output bias: its own pass over the result folded into this one).
@@ -318,17 +329,27 @@ def lorap_fwd_stream_kernel(
         cmask = cols < D_IN
         zt = tl.load(z_ptr + rows64[:, None] * D_IN + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-        if QUANT_Z:
+        if QUANT_Z and CODE_SCORES:  # code - zero; the scale comes after the loop
+            zt = _quant_code(zt, q_s, q_r, q_z, QMIN, QMAX) - q_z
+        elif QUANT_Z:
             zt = _fake_quant_ste(zt, q_s, q_r, q_z, QMIN, QMAX)
-        if W_SPLIT > 0:
+        if QUANT_Z and CODE_SCORES and W_SPLIT == 1:
+            z_hi = zt.to(tl.bfloat16)
+            z_lo = z_hi
+        elif W_SPLIT > 0 and not (QUANT_Z and CODE_SCORES):
             z_hi, z_lo = _split(zt, W_SPLIT)
         else:
             z_hi, z_lo = zt, zt
+        exact = QUANT_Z and CODE_SCORES
         sa = _chunk_scores(zt, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, sa, 0, K_A,
-                           PREC, W_SPLIT)
+                           PREC, W_SPLIT, exact)
         if K_B > 0:
             sb = _chunk_scores(zt, z_hi, z_lo, wa_ptr, wlo_ptr, cols, cmask, D_IN, K, sb, K_A,
-                               K_B, PREC, W_SPLIT)
+                               K_B, PREC, W_SPLIT, exact)
+    if QUANT_Z and CODE_SCORES:
+        sa = sa * q_s
+        if K_B > 0:
+            sb = sb * q_s
     # Softmax over the K valid columns of both parts.
     sa = _biased(sa, ba_ptr, ka, K)
     row_max = tl.max(sa, axis=1)
@@ -575,7 +596,8 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
                             ALIGN_D: tl.constexpr = 1, ALIGN_K: tl.constexpr = 1,
                             q_range_ptr=None, QMIN=0.0, QMAX=0.0, MIN_SCALE=0.0,
                             INV_DIV=0.0, QUANT_Z: tl.constexpr = 0,
-                            RECIPROCAL: tl.constexpr = True, Z_CODES: tl.constexpr = False):
+                            RECIPROCAL: tl.constexpr = True, Z_CODES: tl.constexpr = False,
+                            CODE_PRODUCT: tl.constexpr = 0):
     """``part[split, :, cols] = d_scores[rows]^T z[rows, cols]`` over the rows of one split.
 
     ``dW_a = d scores^T z`` is a ``(K, D)`` product reduced over all ``N`` rows: the grid is
@@ -585,6 +607,9 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
     ``QUANT_Z`` (here 1 / 2: ``z`` rounded on the grid from ``q_range_ptr``) as
     in :func:`lorap_fwd_stream_kernel`; with ``Z_CODES`` ``z_ptr`` holds that rounding's codes
     less ``QMIN`` (``uint8``, the forward's ``CODES_OUT``), dequantized here.
+    ``CODE_PRODUCT`` (with ``QUANT_Z``): ``scale (d scores^T (code - zero))``; 1: ``d scores``
+    split into bfloat16 parts and ``code - zero`` exact in bfloat16, two bf16 products, not
+    the three of ``bf16x3``, and no dequantizing; 2 (the CPU interpreter): float32 products.
     """
     if QUANT_Z > 0:
         q_s, q_z = _range_grid(tl.load(q_range_ptr), tl.load(q_range_ptr + 1), QMIN, QMAX,
@@ -607,11 +632,25 @@ def lorap_dwa_splitk_kernel(dsc_ptr, z_ptr, part_ptr, N, D, K, ROWS_PER_SPLIT,
                         mask=kmask[:, None] & rmask[None, :], other=0.0)
         zt = tl.load(z_ptr + rows64[:, None] * D + cols[None, :],
                      mask=rmask[:, None] & cmask[None, :], other=0).to(tl.float32)
-        if Z_CODES:  # rows past the end dequantize to (QMIN - z) s: their d scores are 0
-            zt = (zt + QMIN - q_z) * q_s
-        elif QUANT_Z > 0:
-            zt = _fake_quant_ste(zt, q_s, q_r, q_z, QMIN, QMAX)
-        acc = tl.dot(dsc_t, zt, acc, input_precision=PREC)
+        if CODE_PRODUCT > 0:  # code - zero (exact in bf16); the scale comes after the loop
+            if Z_CODES:
+                zt = zt + QMIN - q_z
+            else:
+                zt = _quant_code(zt, q_s, q_r, q_z, QMIN, QMAX) - q_z
+            if CODE_PRODUCT == 1:
+                d_hi, d_lo = _split(dsc_t, 1)
+                z_exact = zt.to(tl.bfloat16)
+                acc = _split_dot(d_hi, d_lo, z_exact, z_exact, acc, 1, B_EXACT=True)
+            else:  # the interpreter, which computes tl.dot in float32 anyway
+                acc = tl.dot(dsc_t, zt, acc, input_precision="ieee")
+        else:
+            if Z_CODES:  # rows past the end dequantize to (QMIN - z) s: their d scores are 0
+                zt = (zt + QMIN - q_z) * q_s
+            elif QUANT_Z > 0:
+                zt = _fake_quant_ste(zt, q_s, q_r, q_z, QMIN, QMAX)
+            acc = tl.dot(dsc_t, zt, acc, input_precision=PREC)
+    if CODE_PRODUCT > 0:
+        acc = acc * q_s
     tl.store(part_ptr + (split * K + kk[:, None]).to(tl.int64) * D + cols[None, :], acc,
              mask=kmask[:, None] & cmask[None, :])
 

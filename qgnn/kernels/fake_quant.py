@@ -21,7 +21,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from qgnn.kernels._common import use_triton
+from qgnn.kernels._common import column_sums, use_triton
 from qgnn.kernels._launch import launch_kernel
 
 Tensor = torch.Tensor
@@ -100,7 +100,7 @@ class FakeQuantizeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         qmin, qmax, clipped, mode, rng = ctx.args
-        db = grad.sum(0) if ctx.needs_input_grad[9] else None
+        db = column_sums(grad) if ctx.needs_input_grad[9] else None
         if not clipped:
             return (grad,) + (None,) * 8 + (db,)
         x, a, b = ctx.saved_tensors

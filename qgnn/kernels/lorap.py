@@ -37,8 +37,8 @@ from typing import Optional
 
 import torch
 
-from qgnn.kernels._common import (alloc, dot_precision, interpreting, num_sms, pdl_supported,
-                                  use_triton)
+from qgnn.kernels._common import (alloc, column_sums, dot_precision, interpreting, num_sms,
+                                  pdl_supported, use_triton)
 from qgnn.kernels._launch import launch_kernel
 from qgnn.kernels.fake_quant import RangeGrid
 
@@ -111,6 +111,17 @@ STREAM_SPLIT_W_MIN_ELEMENTS = 1 << 25
 # time, d=256, r=2: backward 338.4 against 314.6 us at N=169,343 and 4278.6 against 3929.2 at
 # N=2,450,000; with the rank products on, 303.5 against 320.8 and 4030.3 against 3929.2).
 BWD_STREAM_SPLIT_W = False
+# With the aggregate's rounding inside (input_grid, at most 8 bits), form the scores on the
+# rounded s (where W_a is split) and dW_a = d scores^T rounded s from the integers
+# code - zero, exact in bfloat16, times the grid's scale: two bf16 products instead of
+# bf16x3's three, and no dequantizing or splitting of the tile (lorap_fwd_stream_kernel's
+# CODE_SCORES, lorap_dwa_splitk_kernel's CODE_PRODUCT; see code_product_mode). One H100,
+# N=169,343, d=256, k=40, r=2, 4-bit grid, kernel time as a layer calls them
+# (benchmarks/experiments/lorap_pass_costs.py, two runs each): forward 192.0 / 191.2 against
+# 219.5 / 216.9 us, dW_a 80.5 / 80.7 against 90.4 / 89.9; worst error against float64
+# 4.5e-6 against 4.3e-6 (experiments/lorap_input_grid.py).
+STREAM_CODE_SCORES = True
+DWA_CODE_PRODUCT = True
 # Launch the streamed forward as a programmatic dependent (Hopper on) of split_bf16 just
 # before it, which then lets it start at once: the forward's programs are resident and
 # waiting (gdc_wait, before they read anything) while the split runs. Off: on one H100
@@ -169,13 +180,16 @@ DWA_BLOCK_C = 64
 DWA_PROGRAMS_PER_SM = 2
 DWA_WARPS = 4
 DWA_STAGES = 3
-# Narrow or unaligned widths (d_in not a multiple of 16 floats, e.g. 40 or 7 classes) keep
-# cuBLAS for dW_a (57 against 148 us at d_in = 40; at 64 and 128 the split-K product wins,
-# 50 / 67 against 61 / 81 us; measured before the kernels' ALIGN_* hints), and the streamed
+# Widths that are not a multiple of 8 floats (7 classes) keep cuBLAS for dW_a. At d_in = 40
+# (ogbn-arxiv's classes) the split-K product won once the kernels had their ALIGN_* hints:
+# one H100, N=169,343, 29.5 against 46.8 us, and with the aggregate's rounding inside
+# (4-bit grid) 29.7 against 72.4 us for the rounding pass then cuBLAS
+# (benchmarks/experiments/row_reductions.py; before the hints cuBLAS won, 57 against 148).
+# At 64 and 128 the split-K product wins, 50 / 67 against 61 / 81 us. Narrow widths' streamed
 # backward runs unpipelined, in 64-row blocks: with the ALIGN_* hints, whole backward at
 # d = 40 / 7, 154.0 / 159.9 us against 172.8 / 179.2 for 32 rows and 4 warps, 159.7 / 225.4
 # for 32 rows and 2 warps (lorap_narrow.py; before the hints 32 rows won, 320 against 360).
-DWA_MIN_ALIGN = 16
+DWA_MIN_ALIGN = 8
 BWD_STREAM_BLOCK_M_UNALIGNED = 64
 # With the aggregate quantizer's rounding inside the head (input_grid), keep the uint8 codes of
 # the rounded s for the backward's dW_a instead of s itself (where dW_a runs split-K), a
@@ -321,6 +335,20 @@ def w_split_mode(elements: int, enabled: Optional[bool] = None) -> int:
     return 2 if prec == "tf32x3" and interpreting() else 0
 
 
+def code_product_mode(grid: Optional[RangeGrid], enabled: bool) -> int:
+    """How a kernel that rounds its input on ``grid`` multiplies the rounded values: 0 as
+    float32 (``tl.dot`` at :func:`dot_precision`), 1 as the integers ``code - zero`` in
+    bfloat16 (exact for grids of at most 256 levels) against bf16 parts of the other operand
+    (exact mode on the GPU), 2 the same in float32 products (exact mode in the CPU
+    interpreter). ``enabled``: the module switch to follow."""
+    if not enabled or grid is None or not grid.fits_uint8:
+        return 0
+    prec = dot_precision()
+    if prec == "bf16x3":
+        return 1
+    return 2 if prec == "tf32x3" and interpreting() else 0
+
+
 def split_bf16_reference(w: Tensor) -> Tensor:
     """``(2, *w.shape)`` bfloat16: ``bf16(w)`` and ``bf16(w - bf16(w))``."""
     hi = w.to(torch.bfloat16)
@@ -444,6 +472,8 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
             extra["launch_pdl"] = True
         if bias is not None:
             extra.update(bias_ptr=bias, ADD_BIAS=True)
+        if quant.get("QUANT_Z") and w_split and code_product_mode(input_grid, STREAM_CODE_SCORES):
+            quant["CODE_SCORES"] = True  # with float32 W_a, bf16x3 would split the codes anyway
 
         def launch(stages):
             launch_kernel(
@@ -621,7 +651,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
         dwa = lorap_dwa(dsc, zz, input_grid if z is None else None)
     if s_from_output:  # zz is out = s + (alpha U) V
         dwa -= (dsc.t() @ (alpha @ U.to(f32))) @ V.to(f32)
-    sums = part.sum(0)
+    sums = column_sums(part)
     grads = (
         ds,
         dz,
@@ -632,7 +662,7 @@ def lorap_backward_triton(g, s, weight_a, bias_a, U, V, score_input=None, alpha=
     )
     if not bias_grad:
         return grads
-    return grads + (sums[k + k * r + r * d:] if stream else g.sum(0, dtype=f32),)
+    return grads + (sums[k + k * r + r * d:] if stream else column_sums(g.to(f32)),)
 
 
 def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None,
@@ -667,10 +697,11 @@ def lorap_dwa(d_scores: Tensor, z: Tensor, z_grid: Optional[RangeGrid] = None,
         K_PAD=max(16, _next_pow2(k)), PREC=dot_precision(), STAGES=DWA_STAGES,
         ALIGN_D=_pow2_divisor(d_in), ALIGN_K=_pow2_divisor(k), num_warps=DWA_WARPS,
         num_stages=DWA_STAGES,
-        **(dict(z_grid.kernel_args(z), QUANT_Z=z_grid.code(), Z_CODES=codes)
+        **(dict(z_grid.kernel_args(z), QUANT_Z=z_grid.code(), Z_CODES=codes,
+                CODE_PRODUCT=code_product_mode(z_grid, DWA_CODE_PRODUCT))
            if z_grid is not None else {}),
     )
-    return part.sum(0)
+    return column_sums(part.view(splits, k * d_in)).view(k, d_in)
 
 
 class LorapInjectFunction(torch.autograd.Function):

@@ -64,3 +64,9 @@ def test_epoch_kernel_census_runs_on_the_cpu(tmp_path):
     res = run("epoch_kernel_census.py", tmp_path, SIZE="200,600,8,3",
               RUNS="w4a4 lorap_alone+fused_adam")
     assert set(res) == {"w4a4", "lorap_alone+fused_adam"}
+
+
+def test_pass_costs(tmp_path):
+    res = run("lorap_pass_costs.py", tmp_path, NROWS="100", REPS="1", QGNN_FORCE_TRITON="1")
+    for d in ("d=256", "d=40"):
+        assert len(res[d]) == 6 and all("kernels" in row for row in res[d].values())

@@ -575,6 +575,54 @@ def test_input_grid_without_stored_alpha_matches(force_triton):
             assert torch.allclose(a, c, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bits,symmetric", [(4, False), (4, True), (8, False), (8, True)])
+@pytest.mark.parametrize("code_product", [True, False])
+def test_products_on_the_codes_of_s(force_triton, monkeypatch, bits, symmetric, code_product):
+    """``STREAM_CODE_SCORES`` / ``DWA_CODE_PRODUCT``: the scores and ``dW_a`` on the rounded
+    ``s`` as ``scale ((code - zero) W)``, with ``W_a`` in bfloat16 parts (emulated here):
+    against float64 on the float32 rounding, 4- and 8-bit grids (codes up to 255)."""
+    monkeypatch.setattr(lk, "STREAM_CODE_SCORES", code_product)
+    monkeypatch.setattr(lk, "DWA_CODE_PRODUCT", code_product)
+    monkeypatch.setattr(lk, "STREAM_SPLIT_W_MIN_ELEMENTS", 0)
+    small_stream_blocks(monkeypatch)
+    from qgnn.kernels.fake_quant import RangeGrid
+
+    half = 2 ** (bits - 1)
+    qmin, qmax = (-half, half - 1) if symmetric else (0, 2 * half - 1)
+    grid = RangeGrid.from_range(torch.tensor(-1.7), torch.tensor(2.3), qmin, qmax, symmetric)
+    assert lk.code_product_mode(grid, code_product) == (2 if code_product else 0)
+    seed = torch.randint(0, 2**31, (1,)).item()
+    t32 = [x.float().requires_grad_() for x in make(45, 64, 40, 2, None, seed)]
+    out = lorap_inject(*t32[:5], input_grid=grid)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, t32[:5], grad_out)
+    q = grid.fake_quantize(t32[0].detach())
+    t64 = [q.double().requires_grad_()] + [x.detach().double().requires_grad_() for x in t32[1:5]]
+    ref = lorap_reference(*t64)
+    ref_grads = torch.autograd.grad(ref, t64, grad_out.double())
+    assert rel(out, ref) < 1e-5
+    for name, a, b in zip(["s", "W_a", "b_a", "U", "V"], grads, ref_grads):
+        assert rel(a, b) < 1e-5, name
+
+
+def test_code_product_mode():
+    """Products on codes only for grids of at most 256 levels, in exact mode; 2 in the
+    interpreter (float32 products), 1 on the GPU (bf16), 0 with tf32 or switched off."""
+    from qgnn.kernels.fake_quant import RangeGrid
+
+    def grid(bits):
+        return RangeGrid.from_range(torch.tensor(-1.0), torch.tensor(1.0), 0, 2**bits - 1, False)
+
+    assert lk.code_product_mode(grid(8), True) == 2  # the tests run in the interpreter
+    assert lk.code_product_mode(grid(9), True) == 0
+    assert lk.code_product_mode(grid(8), False) == 0
+    assert lk.code_product_mode(None, True) == 0
+    for prec, want in (("bf16x3", 1), ("tf32", 0)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(lk, "dot_precision", lambda: prec)
+            assert lk.code_product_mode(grid(4), True) == want
+
+
 def test_range_grid_matches_the_quantizer():
     """A RangeGrid rounds as the FakeQuantize whose range it carries does."""
     from qgnn.quant import FakeQuantize
@@ -621,11 +669,11 @@ def test_rounding_inside_the_head_is_the_quantizers(force_triton, symmetric):
 
 
 @pytest.mark.parametrize("keep_codes", [True, False])
-@pytest.mark.parametrize("d", [64, 40])
+@pytest.mark.parametrize("d", [64, 36])
 def test_backward_keeps_the_codes_of_s_where_asked(force_triton, monkeypatch, d, keep_codes):
     """With the rounding inside and ``INPUT_GRID_KEEP_CODES``, the autograd function keeps
     s's uint8 codes for the split-K dW_a (d = 64), which dequantizes them; where dW_a runs on
-    cuBLAS (d = 40) it keeps s. The gradient is the same either way."""
+    cuBLAS (d = 36, not a multiple of 8) it keeps s. The gradient is the same either way."""
     monkeypatch.setattr(lk, "INPUT_GRID_KEEP_CODES", keep_codes)
     seed = torch.randint(0, 2**31, (1,)).item()
     s, wa, ba, U, V = [x.float().requires_grad_() for x in make(70, d, 40, 2, None, seed)]
