@@ -568,7 +568,7 @@ def main_quick(out_path) -> int:
 # ----------------------------------------------------------------------------- --stream
 STREAM_FLAGS = ("STREAM_BLOCK_M", "STREAM_BLOCK_C", "STREAM_WARPS", "STREAM_STAGES",
                 "STREAM_STAGES_OUT", "STREAM_SPLIT_K", "STREAM_HOIST_AU", "STREAM_MAXNREG",
-                "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C", "BWD_STREAM_WARPS")
+                "STREAM_NARROW", "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C", "BWD_STREAM_WARPS")
 
 
 def stream_correctness():

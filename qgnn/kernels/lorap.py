@@ -62,13 +62,21 @@ FWD_STAGES = 1
 # Split forward's Triton pass (one row block per program; ~64 registers a thread).
 APPLY_BLOCK_M = 8
 APPLY_WARPS = 4
-# Streamed forward ("stream"): row block, column chunk, warps, pipelining depth (best of 10
-# variants on one H100 with tf32 off in the first streamed version; 3 x 32 KB of stages fit
-# two programs per SM). With bf16x3 the sweep prefers (32, 64, 2, 3) on one H100 (174 vs
-# 180 us), which one H200 ran 9% slower than these; see benchmarks/results/kernels_h100.md.
-STREAM_BLOCK_M = 64
+# Streamed forward ("stream"): row block, column chunk, warps (and STREAM_MAXNREG below).
+# 32 rows on 2 warps with up to 255 registers a thread, since the score product takes W_a's
+# bfloat16 parts and, on a rounded input, the codes: one H100, N=169,343, d=256, k=40, r=2,
+# tf32 off, kernel time (benchmarks/experiments/lorap_epoch_call_tunables.py, 2 runs): the
+# bare head 135.9 / 136.0 us against 148.9 / 149.2 for 64 rows on 4 warps capped at 160; as a
+# W4A4 layer calls it (rounding, bias, alpha out) 165.6 / 165.6 against 190.6 / 190.7; d=128,
+# k=10, r=10 (GPF-plus) 97.0 against 108.8; 16 rows on 1 warp 144.9 / 182.4 / 101.2; 2 warps
+# capped at 160 registers ran 156.3 / 170.1. Not re-measured on an H200, where 32 rows on 2
+# warps (then capped at 160) had run 9% slower than 64 on 4.
+STREAM_BLOCK_M = 32
 STREAM_BLOCK_C = 64
-STREAM_WARPS = 4
+STREAM_WARPS = 2
+# ... but widths that are not a whole number of column chunks (a last layer: 40 classes) keep
+# 64 rows on 4 warps capped at 160 registers: there, unpipelined, 55.6 us against 73.7.
+STREAM_NARROW = (64, 4, 160)  # (rows, warps, register cap)
 # Pipeline depth of the streamed forward's score loop. None: on the first call per device and
 # shape, time each of STREAM_STAGES_CHOICES once and keep the fastest, because GPUs disagree.
 # With alpha U hoisted and alpha written (experiments/lorap_forward_occupancy.py): one H100
@@ -91,7 +99,7 @@ STREAM_SPLIT_K = True
 # 181 us without either, 162 us hoisted, 141 us hoisted and capped at 160 (0 spills, 12 warps
 # a multiprocessor; 152-168 gave 141-142 us, 128 gave 149 us with spills).
 STREAM_HOIST_AU = True
-STREAM_MAXNREG = 160
+STREAM_MAXNREG = 255  # 160 with 64 rows on 4 warps (above), which also the narrow widths keep
 # Streamed forward in exact mode (bf16x3): split W_a into bfloat16 parts once a call
 # (split_bf16, one small kernel) and form the scores as three bf16 products from those parts,
 # instead of tl.dot's bf16x3, which splits the W_a^T tile in registers and writes it back to
@@ -456,13 +464,15 @@ def lorap_forward_triton(s, weight_a, bias_a, U, V, score_input=None, out=None, 
         )
         return out if bias is None else out.add_(bias)
     if mode == "stream":
-        block_m = block_m or STREAM_BLOCK_M
         block_c = block_c or STREAM_BLOCK_C
-        k_a, k_b = _score_parts(k, STREAM_SPLIT_K)
-        maxnreg = maxnreg or STREAM_MAXNREG
-        extra = {"maxnreg": maxnreg} if maxnreg else {}
-        num_warps = num_warps or STREAM_WARPS
         whole_chunks = d % block_c == 0 and d_in % block_c == 0
+        rows, warps, regs = ((STREAM_BLOCK_M, STREAM_WARPS, STREAM_MAXNREG) if whole_chunks
+                             else STREAM_NARROW)
+        block_m = block_m or rows
+        k_a, k_b = _score_parts(k, STREAM_SPLIT_K)
+        maxnreg = maxnreg or regs
+        extra = {"maxnreg": maxnreg} if maxnreg else {}
+        num_warps = num_warps or warps
         w_split = w_split_mode(n * d_in)
         if w_split and w_parts is None:
             w_parts = split_bf16(weight_a)

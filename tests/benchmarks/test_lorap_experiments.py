@@ -70,3 +70,12 @@ def test_pass_costs(tmp_path):
     res = run("lorap_pass_costs.py", tmp_path, NROWS="100", REPS="1", QGNN_FORCE_TRITON="1")
     for d in ("d=256", "d=40"):
         assert len(res[d]) == 6 and all("kernels" in row for row in res[d].values())
+
+
+def test_epoch_call_tunables(tmp_path):
+    res = run("lorap_epoch_call_tunables.py", tmp_path, NROWS="200", REPS="1",
+              QGNN_FORCE_TRITON="1", FWD="[[null, null, null, null, null, null], "
+              "[32, 32, 4, 2, 2, null]]", BWD="[[null, null, null, null, null], [32, 32, 4, 2, null]]")
+    for part in ("forward", "backward"):
+        assert len(res[part]) == 2
+        assert_small(row["rel_diff"] for row in res[part].values())

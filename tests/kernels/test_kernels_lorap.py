@@ -45,6 +45,7 @@ def small_stream_blocks(monkeypatch):
     """Small chunks, so that several column chunks and row blocks (the last one partial) run."""
     for name in ("STREAM_BLOCK_M", "STREAM_BLOCK_C", "BWD_STREAM_BLOCK_M", "BWD_STREAM_BLOCK_C"):
         monkeypatch.setattr(lk, name, 16)
+    monkeypatch.setattr(lk, "STREAM_NARROW", (16, 4, None))
 
 
 def use_modes(monkeypatch, mode, bwd_mode, fuse_dz):
@@ -572,7 +573,9 @@ def test_input_grid_without_stored_alpha_matches(force_triton):
     for a, b, c in zip(expect, got, with_alpha):
         if a is not None:
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
-            assert torch.allclose(a, c, rtol=1e-5, atol=1e-6)
+            # dW_a on the grid multiplies the codes, then the scale: float32 sums in another
+            # order, so small elements of a cancelling sum differ by more than 1e-5 of themselves
+            assert torch.allclose(a, c, rtol=1e-5, atol=1e-6 * a.abs().max().item())
 
 
 @pytest.mark.parametrize("bits,symmetric", [(4, False), (4, True), (8, False), (8, True)])
