@@ -33,6 +33,30 @@ MODES = {"w4a4": W4, "lorap_alone": W4 + ["prompt.aggregation=lorap"],
          "lorap": W4 + ["prompt.node=gpf_plus", "prompt.aggregation=lorap"]}
 
 
+def cuda_kernels(fn, reps=1, warmup=3, dev="cuda", width=90):
+    """Run ``fn`` ``warmup`` times, then profile ``reps`` calls: ``{kernel name: [us, count]}``
+    summed over them (CUDA kernels only, names cut to ``width``; empty off CUDA)."""
+    for _ in range(warmup):
+        fn()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if dev == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(reps):
+            fn()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+    kernels = collections.defaultdict(lambda: [0.0, 0])
+    for ev in prof.events():
+        if dev == "cuda" and ev.device_type == torch.autograd.DeviceType.CUDA:
+            k = kernels[ev.name[:width]]
+            k[0] += ev.time_range.elapsed_us()
+            k[1] += 1
+    return dict(kernels)
+
+
 def census(root, run):
     mode, _, variant = run.partition("+")
     cfg = load_config("configs/ogbn_arxiv_gcn_fp32.yaml", ["data.name=ogbn_arxiv"] + MODES[mode])
@@ -49,23 +73,7 @@ def census(root, run):
     def epoch():
         task.train_epoch(model, optimizer, framework.penalty, cfg.train.grad_clip)
 
-    for _ in range(3):
-        epoch()
-    if DEV == "cuda":
-        torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CPU]
-    if DEV == "cuda":
-        acts.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=acts) as prof:
-        epoch()
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-    kernels = collections.defaultdict(lambda: [0.0, 0])
-    for ev in prof.events():
-        if DEV == "cuda" and ev.device_type == torch.autograd.DeviceType.CUDA:
-            k = kernels[ev.name[:90]]
-            k[0] += ev.time_range.elapsed_us()
-            k[1] += 1
+    kernels = cuda_kernels(epoch, dev=DEV)
     rows = sorted(((n, us, c) for n, (us, c) in kernels.items()), key=lambda r: -r[1])
     return {"total_kernel_us": sum(r[1] for r in rows), "launches": sum(r[2] for r in rows),
             "kernels": [{"name": n, "us": round(us, 1), "count": c} for n, us, c in rows]}

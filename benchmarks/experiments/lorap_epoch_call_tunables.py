@@ -18,9 +18,8 @@ sys.path.insert(0, ".")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from lorap_pass_costs import DEV, N, kernel_us  # noqa: E402
+from lorap_pass_costs import DEV, N, kernel_us, layer_inputs  # noqa: E402
 from qgnn.kernels import lorap as L  # noqa: E402
-from qgnn.quant.qat import activation_quantizer  # noqa: E402
 
 torch.backends.cuda.matmul.allow_tf32 = False
 D, K, R = (int(os.environ.get(v, x)) for v, x in (("D", 256), ("K", 40), ("R", 2)))
@@ -43,16 +42,7 @@ def rel(a, b):
 
 
 def main():
-    g = torch.Generator(device=DEV).manual_seed(0)
-    s = torch.randn(N, D, device=DEV, generator=g)
-    grad = torch.randn(N, D, device=DEV, generator=g)
-    w_a = torch.randn(K, D, device=DEV, generator=g) / D ** 0.5
-    b_a = torch.randn(K, device=DEV, generator=g) * 0.1
-    u = torch.randn(K, R, device=DEV, generator=g) / K ** 0.5
-    v = torch.randn(R, D, device=DEV, generator=g) * 0.1
-    bias = torch.randn(D, device=DEV, generator=g) * 0.1
-    q = activation_quantizer(4, 0.01).to(DEV).train()
-    q(s)
+    s, grad, w_a, b_a, u, v, bias, q = layer_inputs(D, K, R, seed=0)
     grid = q.grid_for_consumer(s)
     alpha = torch.empty(N, K, device=DEV)
     parts = L.split_bf16(w_a) if L.w_split_mode(N * D) else None

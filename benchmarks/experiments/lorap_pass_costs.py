@@ -15,15 +15,15 @@ aggregation is the same kernel).
 ``WIDTHS=256`` picks the LoRAP widths, ``AGG=0`` leaves out the aggregation.
 ``DEV=cpu NROWS=300 REPS=1 TRITON_INTERPRET=1`` runs it on the CPU (no timings).
 """
-import collections
 import json
 import os
 import sys
 
-sys.path.insert(0, ".")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [".", HERE, os.path.join(HERE, "..")]  # qgnn, the census, bench_kernels
 import torch  # noqa: E402
 
+from epoch_kernel_census import cuda_kernels  # noqa: E402
 from qgnn.kernels import aggregate as agg  # noqa: E402
 from qgnn.kernels import lorap as L  # noqa: E402
 from qgnn.quant.qat import activation_quantizer  # noqa: E402
@@ -39,22 +39,7 @@ AGG = os.environ.get("AGG", "1") == "1"  # AGG=0 leaves out the aggregation rows
 
 def kernel_us(fn, reps=REPS):
     """GPU time per call of each kernel ``fn`` launches: {name: us}, and their total."""
-    for _ in range(3):
-        fn()
-    if DEV == "cuda":
-        torch.cuda.synchronize()
-    acts = [torch.profiler.ProfilerActivity.CPU]
-    if DEV == "cuda":
-        acts.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(reps):
-            fn()
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-    per = collections.defaultdict(float)
-    for ev in prof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA:
-            per[ev.name[:60]] += ev.time_range.elapsed_us() / reps
+    per = {name: us / reps for name, (us, _) in cuda_kernels(fn, reps, dev=DEV, width=60).items()}
     return {"total": round(sum(per.values()), 1),
             "kernels": {k: round(v, 1) for k, v in sorted(per.items(), key=lambda kv: -kv[1])}}
 
@@ -66,17 +51,25 @@ def copy_gbps():
     return 2 * x.numel() * F32 / (t * 1e-6) / 1e9 if t else float("nan")
 
 
-def layer_passes(d, gbps):
-    g = torch.Generator(device=DEV).manual_seed(d)
+def layer_inputs(d, k=K, r=R, seed=None):
+    """What a W4A4 GCN layer hands LoRAP: the aggregate ``s`` and incoming gradient ``(N, d)``,
+    the head's ``W_a, b_a, U, V``, the layer's bias, and its aggregate quantizer (vanilla
+    QAT, 4-bit affine) in training mode with a range from ``s``."""
+    g = torch.Generator(device=DEV).manual_seed(d if seed is None else seed)
     s = torch.randn(N, d, device=DEV, generator=g)
     grad = torch.randn(N, d, device=DEV, generator=g)
-    w_a = torch.randn(K, d, device=DEV, generator=g) / d ** 0.5
-    b_a = torch.randn(K, device=DEV, generator=g) * 0.1
-    u = torch.randn(K, R, device=DEV, generator=g) / K ** 0.5
-    v = torch.randn(R, d, device=DEV, generator=g) * 0.1
+    w_a = torch.randn(k, d, device=DEV, generator=g) / d ** 0.5
+    b_a = torch.randn(k, device=DEV, generator=g) * 0.1
+    u = torch.randn(k, r, device=DEV, generator=g) / k ** 0.5
+    v = torch.randn(r, d, device=DEV, generator=g) * 0.1
     bias = torch.randn(d, device=DEV, generator=g) * 0.1
     q = activation_quantizer(4, 0.01).to(DEV).train()
     q(s)  # a range to start from, as after the first step
+    return s, grad, w_a, b_a, u, v, bias, q
+
+
+def layer_passes(d, gbps):
+    s, grad, w_a, b_a, u, v, bias, q = layer_inputs(d)
     alpha = torch.empty(N, K, device=DEV)
     grid = q.grid_for_consumer(s)
     mb = N * d * F32 / 1e6  # one (N, d) float32 pass, MB
@@ -118,7 +111,6 @@ def layer_passes(d, gbps):
 
 
 def aggregation(gbps):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from bench_kernels import power_law_graph
 
     base = power_law_graph(n=N, m=int(1_166_243 * N / 169_343))
