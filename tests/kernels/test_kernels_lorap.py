@@ -752,3 +752,27 @@ def test_output_bias_shape_is_checked():
     t = [x.float() for x in make(8, 16, 4, 2, None, 0)]
     with pytest.raises(ValueError, match="bias must have shape \\(16,\\)"):
         lorap_inject(*t, bias=torch.zeros(15))
+
+
+@pytest.mark.parametrize("d,narrow", [(128, False), (40, True)])
+def test_stream_forward_blocks_by_width(force_triton, monkeypatch, d, narrow):
+    """Widths of whole 64-column chunks launch STREAM_BLOCK_M rows on STREAM_WARPS warps with
+    STREAM_MAXNREG registers; other widths STREAM_NARROW's (unpipelined); the same output."""
+    seen = []
+    real = lk.launch_kernel
+
+    def spy(kernel, grid, *args, **kwargs):
+        if kernel.__name__ == "lorap_fwd_stream_kernel":
+            seen.append((kwargs["BLOCK_M"], kwargs["num_warps"], kwargs.get("maxnreg"),
+                         kwargs["STAGES"]))
+        return real(kernel, grid, *args, **kwargs)
+
+    monkeypatch.setattr(lk, "launch_kernel", spy)
+    monkeypatch.setattr(lk, "STREAM_STAGES", 2)
+    s, wa, ba, U, V = [x.float() for x in make(70, d, 40, 2, None, 4)]
+    out = lk.lorap_forward_triton(s, wa, ba, U, V, mode="stream")
+    want = (*lk.STREAM_NARROW, 1) if narrow else (lk.STREAM_BLOCK_M, lk.STREAM_WARPS,
+                                                  lk.STREAM_MAXNREG, 2)
+    assert seen == [want]
+    assert rel(out, lorap_reference(s.double(), wa.double(), ba.double(), U.double(),
+                                    V.double())) < 1e-5
