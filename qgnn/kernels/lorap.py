@@ -81,7 +81,9 @@ STREAM_NARROW = (64, 4, 160)  # (rows, warps, register cap)
 # shape, time each of STREAM_STAGES_CHOICES once and keep the fastest, because GPUs disagree.
 # With alpha U hoisted and alpha written (experiments/lorap_forward_occupancy.py): one H100
 # 175.6 us at 4 stages against 185.8 at 3; one H200 139.9 us at 3 against 160.4 at 4 (4
-# stages take 94 KB of shared memory a block, 2 blocks a multiprocessor). An int fixes it.
+# stages take 94 KB of shared memory a block, 2 blocks a multiprocessor). At 32 rows on 2
+# warps the H100 prefers 3 too (a layer's call 165.6 us against 177.4; the bare head 135.9
+# against 142.0), and the timed pick took 3 at d=256 in the kernel table. An int fixes it.
 # A GPU with less shared memory a block gets fewer (the launch steps down on OutOfResources).
 STREAM_STAGES = None
 STREAM_STAGES_CHOICES = (3, 4)
