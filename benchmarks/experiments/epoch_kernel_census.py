@@ -10,7 +10,7 @@ operators (whose self times mix operators and kernels), this lists kernels only.
     python benchmarks/experiments/epoch_kernel_census.py      # RUNS="w4a4 lorap_alone"
 
 ``RUNS``: names ``<mode>[+fused_adam]``, modes as in ``run_ab_epoch.sh`` (w4a4, lorap,
-lorap_alone). ``DEV=cpu SIZE=300,1000,16,5`` runs on the CPU (tests).
+lorap_alone), or lorap_unfused / lorap_alone_unfused (``prompt.fused=false``). ``DEV=cpu SIZE=300,1000,16,5`` runs on the CPU (tests).
 """
 import collections
 import json
@@ -31,6 +31,9 @@ RUNS = os.environ.get("RUNS", "w4a4 lorap_alone w4a4+fused_adam lorap_alone+fuse
 W4 = ["quant.method=qat", "quant.weight_bits=4", "quant.act_bits=4"]
 MODES = {"w4a4": W4, "lorap_alone": W4 + ["prompt.aggregation=lorap"],
          "lorap": W4 + ["prompt.node=gpf_plus", "prompt.aggregation=lorap"]}
+# The same prompts with the fused Triton LoRAP (and GPF-plus) kernels off: torch ops.
+MODES.update({f"{name}_unfused": MODES[name] + ["prompt.fused=false"]
+              for name in ("lorap_alone", "lorap")})
 
 
 def cuda_kernels(fn, reps=1, warmup=3, dev="cuda", width=90):

@@ -89,7 +89,9 @@ def main():
             continue
         res["backward"][name] = {"us": t, "rel_diff": diff}
         print(f"bwd {name:40s} {t:8.1f} us  diff {diff:.1e}")
-    path = os.path.join(os.environ.get("OUT", "/tmp"), "lorap_epoch_call_tunables.json")
+    out = os.environ.get("OUT", "/tmp")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "lorap_epoch_call_tunables.json")
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print("wrote", path)

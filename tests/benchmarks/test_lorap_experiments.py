@@ -62,8 +62,8 @@ def test_input_grid(tmp_path):
 
 def test_epoch_kernel_census_runs_on_the_cpu(tmp_path):
     res = run("epoch_kernel_census.py", tmp_path, SIZE="200,600,8,3",
-              RUNS="w4a4 lorap_alone+fused_adam")
-    assert set(res) == {"w4a4", "lorap_alone+fused_adam"}
+              RUNS="w4a4 lorap_alone+fused_adam lorap_unfused")
+    assert set(res) == {"w4a4", "lorap_alone+fused_adam", "lorap_unfused"}
 
 
 def test_pass_costs(tmp_path):
