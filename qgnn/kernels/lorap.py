@@ -69,8 +69,8 @@ APPLY_WARPS = 4
 # bare head 135.9 / 136.0 us against 148.9 / 149.2 for 64 rows on 4 warps capped at 160; as a
 # W4A4 layer calls it (rounding, bias, alpha out) 165.6 / 165.6 against 190.6 / 190.7; d=128,
 # k=10, r=10 (GPF-plus) 97.0 against 108.8; 16 rows on 1 warp 144.9 / 182.4 / 101.2; 2 warps
-# capped at 160 registers ran 156.3 / 170.1. Not re-measured on an H200, where 32 rows on 2
-# warps (then capped at 160) had run 9% slower than 64 on 4.
+# capped at 160 registers ran 156.3 / 170.1. One H200: the layer's call 160.7 against 186.8
+# us, GPF-plus 96.6 against 103.8, the bare head 121.6 against 117.6 (the one loss).
 STREAM_BLOCK_M = 32
 STREAM_BLOCK_C = 64
 STREAM_WARPS = 2
